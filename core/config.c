@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: MIT
+/* Device configuration: defaults and validation, with no kernel involved. */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+void luablk_config_init(struct luablk_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->queues = 1;
+	cfg->depth = LUABLK_DEFAULT_DEPTH;
+	cfg->max_io = LUABLK_DEFAULT_MAX_IO;
+	cfg->block_size = 512;
+	cfg->dev_id = -1;
+}
+
+int luablk_config_check(const struct luablk_config *cfg)
+{
+	if (cfg->block_size != 512 && cfg->block_size != 4096)
+		return lb_fail(-EINVAL,
+			       "block size must be 512 or 4096, not %u",
+			       cfg->block_size);
+	if (cfg->size == 0 || cfg->size % cfg->block_size)
+		return lb_fail(
+			-EINVAL,
+			"size must be a positive multiple of the %u-byte "
+			"block size, not %llu",
+			cfg->block_size, (unsigned long long)cfg->size);
+	if (cfg->queues < 1 || cfg->queues > LUABLK_MAX_QUEUES)
+		return lb_fail(-EINVAL, "queues must be 1..%d, not %u",
+			       LUABLK_MAX_QUEUES, cfg->queues);
+	if (cfg->depth < 1 || cfg->depth > LUABLK_MAX_DEPTH)
+		return lb_fail(-EINVAL, "depth must be 1..%d, not %u",
+			       LUABLK_MAX_DEPTH, cfg->depth);
+	/*
+	 * The kernel rounds max_io down to a page and refuses less than a
+	 * page; an IO buffer slot is also addressed with 25 bits in
+	 * USER_COPY mode, so 32 MiB is the ceiling.
+	 */
+	if (cfg->max_io < 4096 || cfg->max_io % 4096 ||
+	    cfg->max_io > (1U << UBLK_IO_BUF_BITS))
+		return lb_fail(-EINVAL,
+			       "max IO size must be a multiple of 4096 from "
+			       "4096 to 32 MiB, not %u",
+			       cfg->max_io);
+	if (cfg->dev_id < -1)
+		return lb_fail(-EINVAL, "device id must be >= 0, not %d",
+			       cfg->dev_id);
+	if (!cfg->backend || !cfg->backend[0])
+		return lb_fail(-EINVAL, "no backend given");
+	if (cfg->argc < 0 || (cfg->argc > 0 && !cfg->args))
+		return lb_fail(-EINVAL, "bad backend argument list");
+	return 0;
+}

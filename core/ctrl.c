@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Control commands on /dev/ublk-control, sent as IORING_OP_URING_CMD on a
+ * ring with 128-byte SQEs (the 32-byte command sits at sqe->cmd).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define ENOTSUPP_KERNEL 524 /* the kernel-internal ENOTSUPP */
+
+struct lb_ctrl {
+	int fd;
+	struct io_uring ring;
+	pthread_mutex_t lock; /* one command in flight at a time */
+};
+
+/*
+ * Which opcode form the kernel accepts: the ioctl encoding (6.4+) or, with
+ * CONFIG_BLKDEV_UBLK_LEGACY_OPCODES, the bare number. Learnt once per
+ * process from the first command the kernel answers.
+ */
+enum { FORM_UNKNOWN, FORM_ENCODED, FORM_LEGACY };
+static int opcode_form = FORM_UNKNOWN;
+
+bool lb_ctrl_legacy_opcodes(void)
+{
+	return __atomic_load_n(&opcode_form, __ATOMIC_RELAXED) == FORM_LEGACY;
+}
+
+int lb_ctrl_open(struct lb_ctrl **out)
+{
+	struct io_uring_params p = {.flags = IORING_SETUP_SQE128};
+	struct lb_ctrl *c;
+	int ret;
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return lb_fail(-ENOMEM, "out of memory");
+	c->fd = open("/dev/ublk-control", O_RDWR | O_CLOEXEC);
+	if (c->fd < 0) {
+		ret = -errno;
+		free(c);
+		if (ret == -ENOENT)
+			return lb_fail(
+				ret, "/dev/ublk-control not found: this "
+				     "kernel has no ublk driver (try "
+				     "'modprobe ublk_drv', or scripts/vm-run)");
+		if (ret == -EACCES || ret == -EPERM)
+			return lb_fail(ret, "permission denied opening "
+					    "/dev/ublk-control: run as root");
+		return lb_fail(ret, "open /dev/ublk-control: %s",
+			       strerror(-ret));
+	}
+	ret = io_uring_queue_init_params(4, &c->ring, &p);
+	if (ret < 0) {
+		close(c->fd);
+		free(c);
+		return lb_fail(ret, "io_uring setup for the control ring: %s",
+			       strerror(-ret));
+	}
+	pthread_mutex_init(&c->lock, NULL);
+	*out = c;
+	return 0;
+}
+
+void lb_ctrl_close(struct lb_ctrl *c)
+{
+	if (!c)
+		return;
+	io_uring_queue_exit(&c->ring);
+	close(c->fd);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+static bool is_read_only_cmd(unsigned int nr)
+{
+	switch (nr) {
+	case UBLK_CMD_GET_QUEUE_AFFINITY:
+	case UBLK_CMD_GET_DEV_INFO:
+	case UBLK_CMD_GET_PARAMS:
+	case UBLK_CMD_GET_DEV_INFO2:
+	case UBLK_CMD_GET_FEATURES:
+	case UBLK_CMD_DEL_DEV_ASYNC:
+		return true;
+	}
+	return false;
+}
+
+static uint32_t encoded_op(unsigned int nr)
+{
+	return is_read_only_cmd(nr) ? UBLK_U_CTRL_R(nr) : UBLK_U_CTRL_RW(nr);
+}
+
+static int submit_one(struct lb_ctrl *c, uint32_t op,
+		      const struct ublksrv_ctrl_cmd *cmd)
+{
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	sqe = io_uring_get_sqe(&c->ring);
+	if (!sqe)
+		return -EBUSY;
+	memset(sqe, 0, 128);
+	sqe->opcode = IORING_OP_URING_CMD;
+	sqe->fd = c->fd;
+	sqe->cmd_op = op;
+	memcpy(sqe->cmd, cmd, sizeof(*cmd));
+	ret = io_uring_submit_and_wait(&c->ring, 1);
+	if (ret < 0)
+		return ret;
+	ret = io_uring_wait_cqe(&c->ring, &cqe);
+	if (ret < 0)
+		return ret;
+	ret = cqe->res;
+	io_uring_cqe_seen(&c->ring, cqe);
+	return ret;
+}
+
+/* The answers a kernel gives to an opcode form it does not know. */
+static bool form_rejected(int ret)
+{
+	return ret == -EOPNOTSUPP || ret == -ENOTSUPP_KERNEL || ret == -EINVAL;
+}
+
+int lb_ctrl_cmd(struct lb_ctrl *c, unsigned int nr,
+		struct ublksrv_ctrl_cmd *cmd)
+{
+	bool has_legacy = nr <= UBLK_CMD_GET_DEV_INFO2;
+	int form = __atomic_load_n(&opcode_form, __ATOMIC_RELAXED);
+	int ret, legacy;
+
+	pthread_mutex_lock(&c->lock);
+	if (form == FORM_LEGACY && has_legacy) {
+		ret = submit_one(c, nr, cmd);
+		goto out;
+	}
+	ret = submit_one(c, encoded_op(nr), cmd);
+	if (form == FORM_UNKNOWN && !form_rejected(ret)) {
+		__atomic_store_n(&opcode_form, FORM_ENCODED, __ATOMIC_RELAXED);
+	} else if (form == FORM_UNKNOWN && has_legacy) {
+		legacy = submit_one(c, nr, cmd);
+		if (!form_rejected(legacy)) {
+			__atomic_store_n(&opcode_form, FORM_LEGACY,
+					 __ATOMIC_RELAXED);
+			ret = legacy;
+		}
+	}
+out:
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
+static void cmd_init(struct ublksrv_ctrl_cmd *cmd, uint32_t id, void *buf,
+		     size_t len)
+{
+	memset(cmd, 0, sizeof(*cmd));
+	cmd->dev_id = id;
+	cmd->queue_id = 0xffff;
+	cmd->addr = (uint64_t)(uintptr_t)buf;
+	cmd->len = (uint16_t)len;
+}
+
+int lb_ctrl_add_dev(struct lb_ctrl *c, struct ublksrv_ctrl_dev_info *info)
+{
+	struct ublksrv_ctrl_cmd cmd;
+
+	/* Kernels from 6.17 insist that both ids agree; -1 asks for any. */
+	cmd_init(&cmd, info->dev_id, info, sizeof(*info));
+	return lb_ctrl_cmd(c, UBLK_CMD_ADD_DEV, &cmd);
+}
+
+int lb_ctrl_set_params(struct lb_ctrl *c, uint32_t id, struct ublk_params *p)
+{
+	struct ublksrv_ctrl_cmd cmd;
+
+	p->len = sizeof(*p);
+	cmd_init(&cmd, id, p, sizeof(*p));
+	return lb_ctrl_cmd(c, UBLK_CMD_SET_PARAMS, &cmd);
+}
+
+int lb_ctrl_get_params(struct lb_ctrl *c, uint32_t id, struct ublk_params *p)
+{
+	struct ublksrv_ctrl_cmd cmd;
+
+	memset(p, 0, sizeof(*p));
+	p->len = sizeof(*p);
+	cmd_init(&cmd, id, p, sizeof(*p));
+	return lb_ctrl_cmd(c, UBLK_CMD_GET_PARAMS, &cmd);
+}
+
+int lb_ctrl_get_info(struct lb_ctrl *c, uint32_t id,
+		     struct ublksrv_ctrl_dev_info *info)
+{
+	struct ublksrv_ctrl_cmd cmd;
+
+	memset(info, 0, sizeof(*info));
+	cmd_init(&cmd, id, info, sizeof(*info));
+	return lb_ctrl_cmd(c, UBLK_CMD_GET_DEV_INFO, &cmd);
+}
+
+int lb_ctrl_get_affinity(struct lb_ctrl *c, uint32_t id, unsigned int q,
+			 void *cpuset, size_t len)
+{
+	struct ublksrv_ctrl_cmd cmd;
+
+	memset(cpuset, 0, len);
+	cmd_init(&cmd, id, cpuset, len);
+	cmd.data[0] = q;
+	return lb_ctrl_cmd(c, UBLK_CMD_GET_QUEUE_AFFINITY, &cmd);
+}
+
+int lb_ctrl_simple(struct lb_ctrl *c, unsigned int nr, uint32_t id,
+		   uint64_t data)
+{
+	struct ublksrv_ctrl_cmd cmd;
+
+	cmd_init(&cmd, id, NULL, 0);
+	cmd.data[0] = data;
+	return lb_ctrl_cmd(c, nr, &cmd);
+}

@@ -1,0 +1,434 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Device lifecycle: create (no kernel), start (ADD_DEV .. START_DEV) and
+ * close. The teardown order lives in teardown() and nowhere else.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/sysinfo.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static int copy_config(struct luablk_dev *dev, const struct luablk_config *cfg)
+{
+	dev->cfg = *cfg;
+	dev->backend = strdup(cfg->backend);
+	dev->args = calloc((size_t)cfg->argc + 1, sizeof(char *));
+	if (!dev->backend || !dev->args)
+		return lb_fail(-ENOMEM, "out of memory");
+	for (int i = 0; i < cfg->argc; i++) {
+		dev->args[i] = strdup(cfg->args[i] ? cfg->args[i] : "");
+		if (!dev->args[i])
+			return lb_fail(-ENOMEM, "out of memory");
+	}
+	dev->cfg.backend = dev->backend;
+	dev->cfg.args = (const char *const *)dev->args;
+	return 0;
+}
+
+static void free_device(struct luablk_dev *dev)
+{
+	for (unsigned int q = 0; dev->handlers && q < dev->nr_queues; q++)
+		luablk_handler_free(dev->handlers[q]);
+	free(dev->handlers);
+	free(dev->queues);
+	lb_shared_free_all(&dev->shared);
+	for (int i = 0; dev->args && i < dev->cfg.argc; i++)
+		free(dev->args[i]);
+	free(dev->args);
+	free(dev->backend);
+	if (dev->stop_fd >= 0)
+		close(dev->stop_fd);
+	if (dev->event_fd >= 0)
+		close(dev->event_fd);
+	pthread_mutex_destroy(&dev->lock);
+	pthread_cond_destroy(&dev->cond);
+	free(dev);
+}
+
+int luablk_dev_create(const struct luablk_config *cfg, struct luablk_dev **out)
+{
+	struct luablk_dev *dev;
+	int ret, ncpu;
+
+	lb_clear_error();
+	ret = luablk_config_check(cfg);
+	if (ret < 0)
+		return ret;
+	dev = calloc(1, sizeof(*dev));
+	if (!dev)
+		return lb_fail(-ENOMEM, "out of memory");
+	pthread_mutex_init(&dev->lock, NULL);
+	pthread_cond_init(&dev->cond, NULL);
+	dev->id = -1;
+	dev->char_fd = -1;
+	dev->stop_fd = eventfd(0, EFD_CLOEXEC);
+	dev->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (dev->stop_fd < 0 || dev->event_fd < 0) {
+		ret = lb_fail(-errno, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	ret = copy_config(dev, cfg);
+	if (ret < 0)
+		goto fail;
+	/* The kernel caps queues at the number of possible CPUs. */
+	ncpu = get_nprocs_conf();
+	dev->nr_queues = cfg->queues;
+	if (ncpu > 0 && dev->nr_queues > (unsigned int)ncpu)
+		dev->nr_queues = (unsigned int)ncpu;
+	dev->cfg.queues = dev->nr_queues;
+	if (lb_handler_ops_for(dev->backend) == &lb_lua_ops) {
+		ret = lb_find_lua_dir(dev->lua_dir, sizeof(dev->lua_dir));
+		if (ret < 0)
+			goto fail;
+	}
+	dev->handlers = calloc(dev->nr_queues, sizeof(*dev->handlers));
+	if (!dev->handlers) {
+		ret = lb_fail(-ENOMEM, "out of memory");
+		goto fail;
+	}
+	for (unsigned int q = 0; q < dev->nr_queues; q++) {
+		ret = luablk_handler_new(dev, q, &dev->handlers[q]);
+		if (ret < 0)
+			goto fail;
+	}
+	*out = dev;
+	return 0;
+fail:
+	free_device(dev);
+	return ret;
+}
+
+/* Picks an unused CPU from the queue's affinity set, or -1. */
+static int pick_cpu(struct luablk_dev *dev, unsigned int q, cpu_set_t *used)
+{
+	cpu_set_t set;
+	int first = -1;
+
+	if (dev->cfg.flags & LUABLK_F_NO_PIN)
+		return -1;
+	if (lb_ctrl_get_affinity(dev->ctrl, (uint32_t)dev->id, q, &set,
+				 sizeof(set)) < 0)
+		return -1;
+	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+		if (!CPU_ISSET(cpu, &set))
+			continue;
+		if (first < 0)
+			first = cpu;
+		if (!CPU_ISSET(cpu, used)) {
+			CPU_SET(cpu, used);
+			return cpu;
+		}
+	}
+	return first;
+}
+
+static int add_dev(struct luablk_dev *dev)
+{
+	struct ublksrv_ctrl_dev_info *info = &dev->info;
+	int ret;
+
+	memset(info, 0, sizeof(*info));
+	info->nr_hw_queues = (uint16_t)dev->nr_queues;
+	info->queue_depth = (uint16_t)dev->cfg.depth;
+	info->max_io_buf_bytes = dev->cfg.max_io;
+	info->dev_id =
+		dev->cfg.dev_id < 0 ? UINT32_MAX : (uint32_t)dev->cfg.dev_id;
+	info->ublksrv_pid = getpid();
+	ret = lb_ctrl_add_dev(dev->ctrl, info);
+	if (ret == -EEXIST)
+		return lb_fail(ret, "ADD_DEV: device id %d is already in use",
+			       dev->cfg.dev_id);
+	if (ret == -EACCES)
+		return lb_fail(ret, "ADD_DEV: the kernel's device limit is "
+				    "reached (ublk_drv parameter ublks_max)");
+	if (ret < 0)
+		return lb_fail(ret, "ADD_DEV: %s", strerror(-ret));
+	dev->added = true;
+	dev->id = (int)info->dev_id;
+	/* The kernel may have lowered the queue count; drop extra states. */
+	while (dev->nr_queues > info->nr_hw_queues) {
+		dev->nr_queues--;
+		luablk_handler_free(dev->handlers[dev->nr_queues]);
+		dev->handlers[dev->nr_queues] = NULL;
+	}
+	dev->cfg.queues = dev->nr_queues;
+	return 0;
+}
+
+static int set_params(struct luablk_dev *dev)
+{
+	struct ublk_params p;
+	unsigned int shift = dev->cfg.block_size == 4096 ? 12 : 9;
+	int ret;
+
+	memset(&p, 0, sizeof(p));
+	p.types = UBLK_PARAM_TYPE_BASIC;
+	p.basic.logical_bs_shift = (uint8_t)shift;
+	p.basic.physical_bs_shift = (uint8_t)shift;
+	p.basic.io_opt_shift = (uint8_t)shift;
+	p.basic.io_min_shift = (uint8_t)shift;
+	p.basic.max_sectors = dev->info.max_io_buf_bytes >> 9;
+	p.basic.dev_sectors = dev->cfg.size >> 9;
+	ret = lb_ctrl_set_params(dev->ctrl, (uint32_t)dev->id, &p);
+	if (ret < 0)
+		return lb_fail(ret, "SET_PARAMS: %s", strerror(-ret));
+	return 0;
+}
+
+static int open_char_dev(struct luablk_dev *dev)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/dev/ublkc%d", dev->id);
+	/* udev may still be creating or chmod-ing the node: retry briefly. */
+	for (int i = 0; i < 200; i++) {
+		dev->char_fd = open(path, O_RDWR | O_CLOEXEC);
+		if (dev->char_fd >= 0)
+			return 0;
+		if (errno != ENOENT && errno != EACCES)
+			break;
+		usleep(5000);
+	}
+	return lb_fail(-errno, "open %s: %s", path, strerror(errno));
+}
+
+static int start_queues(struct luablk_dev *dev)
+{
+	cpu_set_t used;
+	int ret = 0;
+
+	CPU_ZERO(&used);
+	dev->queues = calloc(dev->nr_queues, sizeof(*dev->queues));
+	if (!dev->queues)
+		return lb_fail(-ENOMEM, "out of memory");
+	for (unsigned int q = 0; q < dev->nr_queues; q++) {
+		struct lb_queue *lq = &dev->queues[q];
+
+		lq->dev = dev;
+		lq->h = dev->handlers[q];
+		lq->q = q;
+		lq->cpu = pick_cpu(dev, q, &used);
+		ret = lb_queue_spawn(lq);
+		if (ret < 0)
+			return ret;
+		dev->queues_live++;
+	}
+	for (unsigned int q = 0; q < dev->nr_queues; q++) {
+		int err = lb_queue_wait_started(&dev->queues[q]);
+
+		if (err < 0 && ret == 0)
+			ret = err;
+	}
+	return ret;
+}
+
+/*
+ * The one place that knows the teardown order. Queue threads go first
+ * (they finish and commit their current batch), then their rings and
+ * mappings, which pin the char device, then the char device itself; only
+ * then can STOP_DEV and DEL_DEV complete. IO arriving after the rings are
+ * gone is failed by the kernel, so nothing here waits on the backend.
+ */
+static int teardown(struct luablk_dev *dev, uint32_t flags)
+{
+	uint64_t one = 1;
+	int ret = 0, r;
+
+	if (dev->queues) {
+		if (write(dev->stop_fd, &one, sizeof(one)) < 0)
+			ret = -errno;
+		for (unsigned int q = 0; q < dev->nr_queues; q++)
+			lb_queue_release(&dev->queues[q]);
+	}
+	if (dev->char_fd >= 0) {
+		close(dev->char_fd);
+		dev->char_fd = -1;
+	}
+	if (dev->added) {
+		/* -ENODEV: someone else deleted it already. */
+		r = lb_ctrl_simple(dev->ctrl, UBLK_CMD_STOP_DEV,
+				   (uint32_t)dev->id, 0);
+		if (r < 0 && r != -ENODEV && !ret)
+			ret = lb_fail(r, "STOP_DEV: %s", strerror(-r));
+		r = -EOPNOTSUPP;
+		if (flags & LUABLK_CLOSE_ASYNC)
+			r = lb_ctrl_simple(dev->ctrl, UBLK_CMD_DEL_DEV_ASYNC,
+					   (uint32_t)dev->id, 0);
+		/* Before 6.9 there is no async delete: fall back to DEL_DEV. */
+		if (r == -EOPNOTSUPP || r == -EINVAL)
+			r = lb_ctrl_simple(dev->ctrl, UBLK_CMD_DEL_DEV,
+					   (uint32_t)dev->id, 0);
+		if (r < 0 && r != -ENODEV && !ret)
+			ret = lb_fail(r, "DEL_DEV: %s", strerror(-r));
+		dev->added = false;
+	}
+	lb_ctrl_close(dev->ctrl);
+	dev->ctrl = NULL;
+	return ret;
+}
+
+int luablk_dev_start(struct luablk_dev *dev)
+{
+	int ret;
+
+	lb_clear_error();
+	if (dev->added || dev->closed)
+		return lb_fail(-EALREADY, "device was already started once");
+	ret = lb_ctrl_open(&dev->ctrl);
+	if (ret == 0)
+		ret = add_dev(dev);
+	if (ret == 0)
+		ret = set_params(dev);
+	if (ret == 0)
+		ret = open_char_dev(dev);
+	if (ret == 0)
+		ret = start_queues(dev);
+	if (ret == 0) {
+		/* Queues serve READs already: START_DEV scans partitions. */
+		ret = lb_ctrl_simple(dev->ctrl, UBLK_CMD_START_DEV,
+				     (uint32_t)dev->id, (uint64_t)getpid());
+		if (ret < 0)
+			lb_fail(ret, "START_DEV: %s", strerror(-ret));
+	}
+	if (ret < 0) {
+		char msg[512];
+
+		snprintf(msg, sizeof(msg), "%s", luablk_last_error());
+		teardown(dev, 0);
+		free(dev->queues);
+		dev->queues = NULL;
+		dev->id = -1;
+		dev->closed = true; /* the stop eventfd has fired */
+		return lb_fail(ret, "%s", msg);
+	}
+	dev->started = true;
+	return 0;
+}
+
+int luablk_dev_new(const struct luablk_config *cfg, struct luablk_dev **out)
+{
+	struct luablk_dev *dev;
+	int ret = luablk_dev_create(cfg, &dev);
+
+	if (ret < 0)
+		return ret;
+	ret = luablk_dev_start(dev);
+	if (ret < 0) {
+		char msg[512];
+
+		snprintf(msg, sizeof(msg), "%s", luablk_last_error());
+		free_device(dev);
+		return lb_fail(ret, "%s", msg);
+	}
+	*out = dev;
+	return 0;
+}
+
+int luablk_dev_close(struct luablk_dev *dev, uint32_t flags)
+{
+	int ret;
+
+	if (!dev)
+		return 0;
+	lb_clear_error();
+	ret = teardown(dev, flags);
+	dev->closed = true;
+	free_device(dev);
+	return ret;
+}
+
+void lb_dev_queue_exited(struct luablk_dev *dev, bool on_its_own)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&dev->lock);
+	dev->queues_live--;
+	pthread_mutex_unlock(&dev->lock);
+	if (on_its_own && write(dev->event_fd, &one, sizeof(one)) < 0)
+		fprintf(stderr, "luablk: device %d: eventfd write failed\n",
+			dev->id);
+}
+
+int luablk_dev_id(const struct luablk_dev *dev)
+{
+	return dev->id;
+}
+
+int luablk_dev_info(const struct luablk_dev *dev, struct luablk_dev_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	info->id = dev->id;
+	info->pid = dev->started ? getpid() : -1;
+	info->state = dev->started ? UBLK_S_DEV_LIVE : UBLK_S_DEV_DEAD;
+	info->queues = dev->nr_queues;
+	info->depth = dev->cfg.depth;
+	info->max_io = dev->added || dev->started ? dev->info.max_io_buf_bytes
+						  : dev->cfg.max_io;
+	info->block_size = dev->cfg.block_size;
+	info->size = dev->cfg.size;
+	info->flags = dev->info.flags;
+	return 0;
+}
+
+int luablk_dev_event_fd(const struct luablk_dev *dev)
+{
+	return dev->event_fd;
+}
+
+static void wait_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGHUP);
+}
+
+int luablk_signals_block(void)
+{
+	sigset_t set;
+
+	wait_signals(&set);
+	return -pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+int luablk_dev_wait(struct luablk_dev *dev, int timeout_ms)
+{
+	struct signalfd_siginfo si;
+	struct pollfd pfd[2];
+	sigset_t set;
+	int sfd, ret;
+
+	wait_signals(&set);
+	sfd = signalfd(-1, &set, SFD_CLOEXEC);
+	if (sfd < 0)
+		return lb_fail(-errno, "signalfd: %s", strerror(errno));
+	pfd[0] = (struct pollfd){.fd = sfd, .events = POLLIN};
+	pfd[1] = (struct pollfd){.fd = dev->event_fd, .events = POLLIN};
+	do
+		ret = poll(pfd, 2, timeout_ms);
+	while (ret < 0 && errno == EINTR);
+	if (ret < 0)
+		ret = lb_fail(-errno, "poll: %s", strerror(errno));
+	else if (ret == 0)
+		ret = -ETIMEDOUT;
+	else if (pfd[0].revents & POLLIN)
+		ret = read(sfd, &si, sizeof(si)) == sizeof(si)
+			      ? (int)si.ssi_signo
+			      : -EIO;
+	else
+		ret = 0;
+	close(sfd);
+	return ret;
+}

@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: MIT */
+/* Types and helpers shared by the core's source files; not installed. */
+#ifndef LUABLK_INTERNAL_H
+#define LUABLK_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "luablk.h"
+#include "uapi.h"
+
+#define LB_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* error.c: record a printf-style message for luablk_last_error(), return err.
+ */
+int lb_fail(int err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Clears the calling thread's last error. */
+void lb_clear_error(void);
+
+/*
+ * How a handler serves a batch. The C baselines and the Lua host implement
+ * the same three calls over the same batch array, so benchmarks compare
+ * exactly the production paths.
+ */
+struct lb_handler_ops {
+	const char *name;
+	int (*init)(struct luablk_handler *h); /* -errno + lb_fail on error */
+	void (*run)(struct luablk_handler *h, unsigned int n);
+	void (*fini)(struct luablk_handler *h);
+};
+
+extern const struct lb_handler_ops lb_c_null_ops;
+extern const struct lb_handler_ops lb_c_mem_ops;
+extern const struct lb_handler_ops lb_lua_ops;
+
+struct luablk_handler {
+	struct luablk_dev *dev;
+	unsigned int q;
+	unsigned int depth;
+	uint32_t max_io;
+	struct luablk_io *batch; /* depth entries */
+	uint8_t *bufs; /* depth * max_io bytes, one max_io slot per tag */
+	size_t bufs_len;
+	const struct lb_handler_ops *ops;
+	void *priv; /* the ops' own state */
+};
+
+/* Picks the handler ops for a backend name (C baseline or Lua). */
+const struct lb_handler_ops *lb_handler_ops_for(const char *backend);
+
+/* shared.c: regions returned by luablk_dev_shared(). */
+struct lb_shared {
+	struct lb_shared *next;
+	char name[LUABLK_MAX_SHARED_NAME];
+	void *addr;
+	uint64_t size;
+};
+void lb_shared_free_all(struct lb_shared **list);
+
+/* The control device: a SQE128 ring on /dev/ublk-control. ctrl.c */
+struct lb_ctrl;
+int lb_ctrl_open(struct lb_ctrl **out);
+void lb_ctrl_close(struct lb_ctrl *c);
+/* Runs one control command; cmd.dev_id and friends are filled by caller. */
+int lb_ctrl_cmd(struct lb_ctrl *c, unsigned int nr,
+		struct ublksrv_ctrl_cmd *cmd);
+int lb_ctrl_add_dev(struct lb_ctrl *c, struct ublksrv_ctrl_dev_info *info);
+int lb_ctrl_set_params(struct lb_ctrl *c, uint32_t id, struct ublk_params *p);
+int lb_ctrl_get_params(struct lb_ctrl *c, uint32_t id, struct ublk_params *p);
+int lb_ctrl_get_info(struct lb_ctrl *c, uint32_t id,
+		     struct ublksrv_ctrl_dev_info *info);
+int lb_ctrl_get_affinity(struct lb_ctrl *c, uint32_t id, unsigned int q,
+			 void *cpuset, size_t len);
+int lb_ctrl_simple(struct lb_ctrl *c, unsigned int nr, uint32_t id,
+		   uint64_t data);
+/* True once the kernel has answered only the legacy opcode numbers. */
+bool lb_ctrl_legacy_opcodes(void);
+
+/* One hardware queue: its thread, ring and descriptors. queue.c */
+struct lb_queue {
+	struct luablk_dev *dev;
+	struct luablk_handler *h;
+	unsigned int q;
+	int cpu; /* -1: not pinned */
+	pthread_t thread;
+	bool thread_started;
+	void *ring; /* struct io_uring *, owned by the thread */
+	const struct ublksrv_io_desc *descs;
+	size_t descs_len;
+	/* Startup handshake with luablk_dev_start(). */
+	int start_err;
+	char start_msg[256];
+	bool started;
+};
+int lb_queue_spawn(struct lb_queue *q);
+/* Waits until the queue has its fetches in flight; returns its error. */
+int lb_queue_wait_started(struct lb_queue *q);
+/* Joins the thread and releases the ring and descriptor mapping. */
+void lb_queue_release(struct lb_queue *q);
+
+struct luablk_dev {
+	struct luablk_config cfg; /* strings below are our own copies */
+	char *backend;
+	char **args;
+	char lua_dir[4096];
+	int id; /* -1 until ADD_DEV */
+	struct ublksrv_ctrl_dev_info info; /* as the kernel returned it */
+	struct lb_ctrl *ctrl;
+	int char_fd;
+	int stop_fd; /* eventfd: written once to make queue threads exit */
+	int event_fd; /* eventfd: a queue thread stopped on its own */
+	bool added, started, closed;
+	struct luablk_handler **handlers; /* one per queue */
+	struct lb_queue *queues;
+	unsigned int nr_queues;
+	pthread_mutex_t lock; /* guards the fields below and start handshake */
+	pthread_cond_t cond;
+	struct lb_shared *shared;
+	unsigned int queues_live;
+};
+
+/* device.c: called by a queue thread when it leaves its loop. */
+void lb_dev_queue_exited(struct luablk_dev *dev, bool on_its_own);
+
+/* Finds the directory holding luablk/init.lua; writes it into buf. */
+int lb_find_lua_dir(char *buf, size_t len);
+/*
+ * Opens the standard libraries in a new state and makes luablk's modules
+ * (from dir) and the FFI declarations (package.loaded["luablk.cdef"])
+ * visible to it.
+ */
+struct lua_State;
+int lb_lua_prepare(struct lua_State *L, const char *dir);
+
+/* The text of luablk_ffi.h, embedded at build time (cdef.c). */
+extern const char lb_ffi_cdef[];
+
+#endif

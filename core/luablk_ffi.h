@@ -1,0 +1,238 @@
+/*
+ * luablk public API.
+ *
+ * This file is read verbatim by C (through luablk.h) and by LuaJIT's
+ * ffi.cdef, so it holds no preprocessor directives and no macros: constants
+ * are enums. Every function that can fail returns 0 or a positive value on
+ * success and a negative errno on failure; it never exits the process and
+ * never sets errno for the caller. After a failure, luablk_last_error()
+ * gives a one-line description of what went wrong in the calling thread.
+ */
+
+enum {
+	/* Bumped on any incompatible change to this file. */
+	LUABLK_ABI_VERSION = 1,
+
+	/* IO operations, as in struct luablk_io.op (the ublk op numbers). */
+	LUABLK_OP_READ = 0,
+	LUABLK_OP_WRITE = 1,
+	LUABLK_OP_FLUSH = 2,
+	LUABLK_OP_DISCARD = 3,
+	LUABLK_OP_WRITE_ZEROES = 5,
+
+	/* IO flags, as in struct luablk_io.flags (the ublk op_flags bits). */
+	LUABLK_IO_F_FUA = 8192,
+	LUABLK_IO_F_NOUNMAP = 32768,
+
+	/* struct luablk_config.flags */
+	LUABLK_F_NO_PIN = 1, /* do not pin queue threads to a CPU */
+
+	/* luablk_dev_close() flags */
+	LUABLK_CLOSE_ASYNC = 1, /* DEL_DEV_ASYNC: do not wait for openers */
+
+	/* Limits and defaults */
+	LUABLK_MAX_QUEUES = 4096,
+	LUABLK_MAX_DEPTH = 4096,
+	LUABLK_DEFAULT_DEPTH = 128,
+	LUABLK_DEFAULT_MAX_IO = 524288,
+	LUABLK_MAX_SHARED_NAME = 64,
+};
+
+/*
+ * One IO request in a batch. The queue thread fills an array of these from
+ * the kernel's descriptors, hands the whole batch to the backend in one call,
+ * and commits each entry's result. The data buffer is not in the entry: the
+ * handler owns one buffer per tag (luablk_handler_buf).
+ */
+struct luablk_io {
+	double off; /* byte offset; a double so Lua sees a plain number */
+	uint32_t len; /* bytes (0 for FLUSH) */
+	uint16_t tag; /* selects the tag's buffer */
+	uint8_t op; /* LUABLK_OP_* */
+	uint8_t reserved;
+	uint32_t flags; /* LUABLK_IO_F_* */
+	int32_t result; /* out: bytes for READ/WRITE, 0 for others, or -errno */
+};
+
+/* What a device is asked to be. Fill with luablk_config_init() first. */
+struct luablk_config {
+	uint64_t size; /* bytes; a positive multiple of block_size */
+	uint32_t queues; /* 1..LUABLK_MAX_QUEUES; the kernel caps it at nr_cpus
+			  */
+	uint32_t depth; /* 1..LUABLK_MAX_DEPTH */
+	uint32_t max_io; /* largest IO in bytes: a multiple of 4096 */
+	uint32_t block_size; /* logical block size: 512 or 4096 */
+	int32_t dev_id; /* -1: the kernel picks the id */
+	uint32_t flags; /* LUABLK_F_* */
+	/*
+	 * A shipped backend's name ("null", "mem", "file"), a path to a Lua
+	 * file (anything containing '/' or ending in ".lua"), or one of the
+	 * C baselines "c-null" and "c-mem".
+	 */
+	const char *backend;
+	const char *const
+		*args; /* argc backend arguments, "key=value" or bare */
+	int argc;
+};
+
+/* A device as the kernel reports it (GET_DEV_INFO + GET_PARAMS). */
+struct luablk_dev_info {
+	int32_t id;
+	int32_t pid; /* serving process, or -1 */
+	uint32_t state; /* 0 dead, 1 live, 2 quiesced */
+	uint32_t queues;
+	uint32_t depth;
+	uint32_t max_io;
+	uint32_t block_size;
+	uint32_t reserved;
+	uint64_t size; /* bytes */
+	uint64_t flags; /* negotiated UBLK_F_* feature bits */
+};
+
+struct luablk_dev;
+struct luablk_handler;
+
+/* Returns LUABLK_ABI_VERSION as compiled into the library. */
+int luablk_version(void);
+
+/*
+ * Returns a one-line description of the last failure of a luablk function
+ * in the calling thread, or "" if there was none. The string stays valid
+ * until the next luablk call in this thread.
+ */
+const char *luablk_last_error(void);
+
+/* Fills cfg with the defaults: 1 queue, depth 128, 512 KiB IO, 512 B blocks. */
+void luablk_config_init(struct luablk_config *cfg);
+
+/*
+ * Checks cfg without touching the kernel: sizes, counts and that the backend
+ * names something loadable. Returns 0 or -EINVAL (see luablk_last_error).
+ */
+int luablk_config_check(const struct luablk_config *cfg);
+
+/*
+ * Creates a device object from cfg and loads the backend once per queue,
+ * without touching the kernel, so bad input fails here with nothing to undo.
+ * Returns 0 and stores the device in *out, or -errno.
+ */
+int luablk_dev_create(const struct luablk_config *cfg, struct luablk_dev **out);
+
+/*
+ * Registers the device with the kernel and starts serving it: ADD_DEV,
+ * SET_PARAMS, one pinned thread per queue with its FETCH_REQs in flight,
+ * then START_DEV. When it returns 0, /dev/ublkbN exists and serves IO. On
+ * failure nothing is left in the kernel and the device can only be freed
+ * with luablk_dev_close(). Returns 0 or -errno.
+ */
+int luablk_dev_start(struct luablk_dev *dev);
+
+/* luablk_dev_create() followed by luablk_dev_start(); frees on failure. */
+int luablk_dev_new(const struct luablk_config *cfg, struct luablk_dev **out);
+
+/*
+ * Tears the device down and frees it: stops the queue threads, closes their
+ * rings and the char device, then STOP_DEV and DEL_DEV. DEL_DEV waits until
+ * every fd on /dev/ublkbN is closed and it is unmounted; with
+ * LUABLK_CLOSE_ASYNC it uses DEL_DEV_ASYNC (6.9+) and returns at once.
+ * IO still arriving during teardown fails with EIO. Safe to call once from
+ * any thread. Returns 0 or the first -errno met (the device is freed anyway).
+ */
+int luablk_dev_close(struct luablk_dev *dev, uint32_t flags);
+
+/* Returns the kernel's device id, or -1 before luablk_dev_start(). */
+int luablk_dev_id(const struct luablk_dev *dev);
+
+/* Copies the device's current settings (as negotiated) into *info. */
+int luablk_dev_info(const struct luablk_dev *dev, struct luablk_dev_info *info);
+
+/*
+ * Returns an fd that becomes readable once the device stops serving on its
+ * own (another process deleted it, or a queue thread failed). Poll it
+ * together with your signals; luablk_dev_close() is still needed.
+ */
+int luablk_dev_event_fd(const struct luablk_dev *dev);
+
+/*
+ * Returns, in *out, a zero-filled memory region shared by every queue of the
+ * device, created on first use with the given size and found by name after.
+ * size 0 only looks it up. The region lives until luablk_dev_close().
+ * Returns 0, -ENOENT (size 0, no such region), -EEXIST (size differs) or
+ * -ENOMEM.
+ */
+int luablk_dev_shared(struct luablk_dev *dev, const char *name, uint64_t size,
+		      void **out, uint64_t *out_size);
+
+/* Reads GET_DEV_INFO and GET_PARAMS for any device id on the machine. */
+int luablk_query(int id, struct luablk_dev_info *info);
+
+/*
+ * Lists device ids present on the machine into ids[0..max) and returns how
+ * many there are (which may exceed max).
+ */
+int luablk_list(int *ids, int max);
+
+/* Deletes a device by id with DEL_DEV, or DEL_DEV_ASYNC if async != 0. */
+int luablk_delete(int id, int async);
+
+/* Stores the kernel's supported UBLK_F_* bits (GET_FEATURES, 6.5+). */
+int luablk_features(uint64_t *features);
+
+/*
+ * Runs an IO batch without a kernel: the same handler (buffers, backend,
+ * dispatch loop) a queue thread uses, for tests and benchmarks.
+ * luablk_handler_new() loads the device's backend for queue q.
+ */
+int luablk_handler_new(struct luablk_dev *dev, unsigned int q,
+		       struct luablk_handler **out);
+
+/* The handler's batch array, with room for the device's queue depth. */
+struct luablk_io *luablk_handler_batch(struct luablk_handler *h);
+
+/* The IO buffer of a tag (max_io bytes, page aligned). */
+uint8_t *luablk_handler_buf(struct luablk_handler *h, unsigned int tag);
+
+/*
+ * Runs batch[0..n) through the backend and fills each entry's result.
+ * Never fails as a whole: a backend error fails only its own IO.
+ */
+void luablk_handler_run(struct luablk_handler *h, unsigned int n);
+
+/* Frees a handler made by luablk_handler_new(). */
+void luablk_handler_free(struct luablk_handler *h);
+
+/*
+ * Sets the directory holding the luablk Lua modules (the one containing
+ * luablk/init.lua) for the Lua states the core creates. Without it the core
+ * uses LUABLK_LUA_DIR from the environment, then the installed location.
+ */
+int luablk_set_lua_dir(const char *dir);
+
+/*
+ * Starts argv[0] (searched in PATH) with plain fork() and execvp(), never
+ * vfork or posix_spawn: a process serving a ublk device loses it when it
+ * spawns that way. stdin, stdout and stderr are inherited unless an fd is
+ * >= 0, in which case it replaces that stream. Returns the child's pid or
+ * -errno.
+ */
+int luablk_spawn(const char *const *argv, int in_fd, int out_fd, int err_fd);
+
+/*
+ * Waits for a child started by luablk_spawn(). Returns its exit status
+ * (0-255), 128 + signal number if it was killed, or -errno.
+ */
+int luablk_wait(int pid);
+
+/*
+ * Blocks SIGINT, SIGTERM and SIGHUP in the calling thread, so that they are
+ * queued for luablk_dev_wait() instead of killing the process. Call it
+ * before luablk_dev_start() in a process that serves in the foreground.
+ */
+int luablk_signals_block(void);
+
+/*
+ * Waits up to timeout_ms (-1: forever) for one of the signals blocked by
+ * luablk_signals_block() or for the device to stop on its own. Returns the
+ * signal number, 0 if the device stopped, -ETIMEDOUT, or -errno.
+ */
+int luablk_dev_wait(struct luablk_dev *dev, int timeout_ms);

@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: MIT
+/* Machine-wide queries and commands: list, query, delete, features. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+int luablk_query(int id, struct luablk_dev_info *out)
+{
+	struct ublksrv_ctrl_dev_info info;
+	struct ublk_params p;
+	struct lb_ctrl *c;
+	int ret;
+
+	lb_clear_error();
+	ret = lb_ctrl_open(&c);
+	if (ret < 0)
+		return ret;
+	ret = lb_ctrl_get_info(c, (uint32_t)id, &info);
+	if (ret < 0) {
+		lb_ctrl_close(c);
+		return lb_fail(ret, "device %d: %s", id, strerror(-ret));
+	}
+	/* A device whose server never set parameters reports none. */
+	if (lb_ctrl_get_params(c, (uint32_t)id, &p) < 0)
+		memset(&p, 0, sizeof(p));
+	lb_ctrl_close(c);
+	memset(out, 0, sizeof(*out));
+	out->id = (int32_t)info.dev_id;
+	out->pid = info.ublksrv_pid;
+	out->state = info.state;
+	out->queues = info.nr_hw_queues;
+	out->depth = info.queue_depth;
+	out->max_io = info.max_io_buf_bytes;
+	out->flags = info.flags;
+	if (p.types & UBLK_PARAM_TYPE_BASIC) {
+		out->block_size = 1U << p.basic.logical_bs_shift;
+		out->size = p.basic.dev_sectors << 9;
+	}
+	return 0;
+}
+
+static int by_number(const void *a, const void *b)
+{
+	return *(const int *)a - *(const int *)b;
+}
+
+int luablk_list(int *ids, int max)
+{
+	DIR *d = opendir("/sys/class/ublk-char");
+	struct dirent *e;
+	int n = 0, id;
+
+	lb_clear_error();
+	if (!d)
+		return errno == ENOENT
+			       ? 0
+			       : lb_fail(-errno, "/sys/class/ublk-char: %s",
+					 strerror(errno));
+	while ((e = readdir(d))) {
+		if (sscanf(e->d_name, "ublkc%d", &id) != 1)
+			continue;
+		if (n < max)
+			ids[n] = id;
+		n++;
+	}
+	closedir(d);
+	qsort(ids, (size_t)(n < max ? n : max), sizeof(int), by_number);
+	return n;
+}
+
+int luablk_delete(int id, int async)
+{
+	struct lb_ctrl *c;
+	int ret;
+
+	lb_clear_error();
+	ret = lb_ctrl_open(&c);
+	if (ret < 0)
+		return ret;
+	ret = lb_ctrl_simple(c,
+			     async ? UBLK_CMD_DEL_DEV_ASYNC : UBLK_CMD_DEL_DEV,
+			     (uint32_t)id, 0);
+	lb_ctrl_close(c);
+	if (ret == -ENODEV)
+		return lb_fail(ret, "no ublk device %d", id);
+	if (ret < 0 && async && (ret == -EOPNOTSUPP || ret == -EINVAL))
+		return lb_fail(-EOPNOTSUPP, "this kernel has no DEL_DEV_ASYNC "
+					    "(needs 6.9)");
+	if (ret < 0)
+		return lb_fail(ret, "delete device %d: %s", id, strerror(-ret));
+	return 0;
+}
+
+int luablk_features(uint64_t *features)
+{
+	struct ublksrv_ctrl_cmd cmd;
+	struct lb_ctrl *c;
+	int ret;
+
+	lb_clear_error();
+	ret = lb_ctrl_open(&c);
+	if (ret < 0)
+		return ret;
+	*features = 0;
+	memset(&cmd, 0, sizeof(cmd));
+	cmd.dev_id = UINT32_MAX;
+	cmd.queue_id = 0xffff;
+	cmd.addr = (uint64_t)(uintptr_t)features;
+	cmd.len = sizeof(*features);
+	ret = lb_ctrl_cmd(c, UBLK_CMD_GET_FEATURES, &cmd);
+	lb_ctrl_close(c);
+	if (ret < 0)
+		return lb_fail(ret, "GET_FEATURES: %s (needs Linux 6.5)",
+			       strerror(-ret));
+	return 0;
+}

@@ -1,0 +1,307 @@
+// SPDX-License-Identifier: MIT
+/*
+ * One hardware queue: a pinned thread with its own io_uring on /dev/ublkcN.
+ *
+ * The kernel binds a queue to the thread that first submits its FETCH_REQs,
+ * so the ring is created, fed and drained by this thread only. Each loop
+ * turn drains every ready completion into the batch array, runs the whole
+ * batch through the handler in one call, queues one COMMIT_AND_FETCH_REQ
+ * per IO, and enters the kernel once to submit them and wait for more.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <liburing.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define STOP_TOKEN UINT64_MAX /* user_data of the stop-eventfd poll */
+
+static size_t page_round(size_t n)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+	return (n + page - 1) / page * page;
+}
+
+static uint32_t io_opcode(unsigned int nr)
+{
+	if (lb_ctrl_legacy_opcodes())
+		return nr;
+	return nr == UBLK_IO_FETCH_REQ ? UBLK_U_IO_FETCH_REQ
+				       : UBLK_U_IO_COMMIT_AND_FETCH_REQ;
+}
+
+/* The queue's SQ has a slot per tag plus the stop poll, so this only
+ * flushes if a caller queued more than that in one turn. */
+static struct io_uring_sqe *get_sqe(struct io_uring *ring)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+
+	if (!sqe) {
+		io_uring_submit(ring);
+		sqe = io_uring_get_sqe(ring);
+	}
+	return sqe;
+}
+
+static void queue_io_cmd(struct lb_queue *q, struct io_uring *ring,
+			 unsigned int nr, unsigned int tag, int32_t result)
+{
+	struct io_uring_sqe *sqe = get_sqe(ring);
+	struct ublksrv_io_cmd *cmd = (struct ublksrv_io_cmd *)sqe->cmd;
+
+	io_uring_prep_rw(IORING_OP_URING_CMD, sqe, 0, NULL, 0, 0);
+	sqe->flags = IOSQE_FIXED_FILE; /* index 0: the char device */
+	sqe->cmd_op = io_opcode(nr);
+	sqe->user_data = tag;
+	cmd->q_id = (uint16_t)q->q;
+	cmd->tag = (uint16_t)tag;
+	cmd->result = result;
+	cmd->addr = (uint64_t)(uintptr_t)luablk_handler_buf(q->h, tag);
+}
+
+static int ring_setup(struct lb_queue *q, struct io_uring *ring)
+{
+	struct io_uring_params p;
+	unsigned int entries = q->h->depth + 1;
+	int ret;
+
+	/*
+	 * The fastest servers' setup. With DEFER_TASKRUN completions are
+	 * only reaped when this thread enters with GETEVENTS, which the loop
+	 * does on every turn anyway. Kernels before 6.1 lack it: retry plain.
+	 */
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER |
+		  IORING_SETUP_DEFER_TASKRUN;
+	ret = io_uring_queue_init_params(entries, ring, &p);
+	if (ret == -EINVAL) {
+		memset(&p, 0, sizeof(p));
+		ret = io_uring_queue_init_params(entries, ring, &p);
+	}
+	if (ret < 0)
+		return lb_fail(ret, "queue %u: io_uring setup: %s", q->q,
+			       strerror(-ret));
+	/*
+	 * A fixed file saves an fd lookup per command. It pins the char
+	 * device, so the ring must be gone before DEL_DEV (see teardown).
+	 */
+	ret = io_uring_register_files(ring, &q->dev->char_fd, 1);
+	if (ret < 0) {
+		io_uring_queue_exit(ring);
+		return lb_fail(ret, "queue %u: register char fd: %s", q->q,
+			       strerror(-ret));
+	}
+	return 0;
+}
+
+static int map_descs(struct lb_queue *q)
+{
+	size_t stride = page_round(UBLK_MAX_QUEUE_DEPTH *
+				   sizeof(struct ublksrv_io_desc));
+	void *p;
+
+	q->descs_len = page_round(q->h->depth * sizeof(struct ublksrv_io_desc));
+	p = mmap(NULL, q->descs_len, PROT_READ, MAP_SHARED | MAP_POPULATE,
+		 q->dev->char_fd, (off_t)(q->q * stride));
+	if (p == MAP_FAILED)
+		return lb_fail(-errno, "queue %u: mmap IO descriptors: %s",
+			       q->q, strerror(errno));
+	q->descs = p;
+	return 0;
+}
+
+/* Arms the stop poll and one FETCH_REQ per tag, and submits them. */
+static int arm(struct lb_queue *q, struct io_uring *ring)
+{
+	struct io_uring_sqe *sqe = get_sqe(ring);
+	int ret;
+
+	io_uring_prep_poll_add(sqe, q->dev->stop_fd, POLLIN);
+	sqe->user_data = STOP_TOKEN;
+	for (unsigned int tag = 0; tag < q->h->depth; tag++)
+		queue_io_cmd(q, ring, UBLK_IO_FETCH_REQ, tag, 0);
+	/*
+	 * Up to 6.12 the fetches are handled inside this submit. Later
+	 * kernels finish them as task work, which runs when the loop below
+	 * enters with GETEVENTS; START_DEV waits for that either way.
+	 */
+	ret = io_uring_submit(ring);
+	if (ret < 0)
+		return lb_fail(ret, "queue %u: submit fetches: %s", q->q,
+			       strerror(-ret));
+	return 0;
+}
+
+static void fill(const struct lb_queue *q, struct luablk_io *io,
+		 unsigned int tag)
+{
+	const struct ublksrv_io_desc *d = &q->descs[tag];
+	uint32_t op_flags = d->op_flags;
+
+	io->off = (double)(d->start_sector << 9);
+	io->len = d->nr_sectors << 9;
+	io->tag = (uint16_t)tag;
+	io->op = (uint8_t)(op_flags & 0xff);
+	io->flags = op_flags & ~0xffu;
+	io->result = -EIO; /* what the IO gets if the handler never sets it */
+}
+
+/* Serves until asked to stop or until the kernel aborts every fetch. */
+static bool serve(struct lb_queue *q, struct io_uring *ring)
+{
+	struct luablk_handler *h = q->h;
+	unsigned int live = h->depth; /* tags with a fetch in flight */
+	bool stop = false;
+
+	while (!stop && live > 0) {
+		struct io_uring_cqe *cqe;
+		unsigned int head, seen = 0, n = 0;
+		int ret = io_uring_submit_and_wait(ring, 1);
+
+		if (ret < 0 && ret != -EINTR && ret != -EAGAIN &&
+		    ret != -EBUSY) {
+			fprintf(stderr,
+				"luablk: queue %u: io_uring_enter: %s\n", q->q,
+				strerror(-ret));
+			break;
+		}
+		io_uring_for_each_cqe (ring, head, cqe) {
+			seen++;
+			if (cqe->user_data == STOP_TOKEN) {
+				stop = true;
+			} else if (cqe->res == 0) {
+				fill(q, &h->batch[n++],
+				     (unsigned)cqe->user_data);
+			} else {
+				/* ABORT after STOP_DEV; anything else is ours.
+				 */
+				live--;
+				if (cqe->res != UBLK_IO_RES_ABORT)
+					fprintf(stderr,
+						"luablk: queue %u tag %llu: "
+						"%s\n",
+						q->q,
+						(unsigned long long)
+							cqe->user_data,
+						strerror(-cqe->res));
+			}
+		}
+		io_uring_cq_advance(ring, seen);
+		if (n == 0)
+			continue;
+		luablk_handler_run(h, n);
+		for (unsigned int i = 0; i < n; i++)
+			queue_io_cmd(q, ring, UBLK_IO_COMMIT_AND_FETCH_REQ,
+				     h->batch[i].tag, h->batch[i].result);
+	}
+	/* Complete the last batch's IOs before the ring goes away. */
+	io_uring_submit(ring);
+	return stop;
+}
+
+static void set_started(struct lb_queue *q, int err)
+{
+	pthread_mutex_lock(&q->dev->lock);
+	q->start_err = err;
+	if (err)
+		snprintf(q->start_msg, sizeof(q->start_msg), "%s",
+			 luablk_last_error());
+	q->started = true;
+	pthread_cond_broadcast(&q->dev->cond);
+	pthread_mutex_unlock(&q->dev->lock);
+}
+
+static void *queue_main(void *arg)
+{
+	struct lb_queue *q = arg;
+	struct io_uring *ring = q->ring;
+	sigset_t all;
+	bool asked = false;
+	int ret;
+
+	/* Signals belong to the application's threads, never to a queue. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	if (q->cpu >= 0) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(q->cpu, &set);
+		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	}
+	ret = ring_setup(q, ring);
+	if (ret == 0) {
+		ret = map_descs(q);
+		if (ret == 0)
+			ret = arm(q, ring);
+		if (ret < 0)
+			io_uring_queue_exit(ring);
+	}
+	if (ret < 0) {
+		free(q->ring);
+		q->ring = NULL;
+	}
+	set_started(q, ret);
+	if (ret == 0)
+		asked = serve(q, ring);
+	lb_dev_queue_exited(q->dev, !asked);
+	return NULL;
+}
+
+int lb_queue_spawn(struct lb_queue *q)
+{
+	int ret;
+
+	q->ring = calloc(1, sizeof(struct io_uring));
+	if (!q->ring)
+		return lb_fail(-ENOMEM, "out of memory");
+	ret = pthread_create(&q->thread, NULL, queue_main, q);
+	if (ret) {
+		free(q->ring);
+		q->ring = NULL;
+		return lb_fail(-ret, "queue %u: pthread_create: %s", q->q,
+			       strerror(ret));
+	}
+	q->thread_started = true;
+	return 0;
+}
+
+int lb_queue_wait_started(struct lb_queue *q)
+{
+	int ret;
+
+	pthread_mutex_lock(&q->dev->lock);
+	while (!q->started)
+		pthread_cond_wait(&q->dev->cond, &q->dev->lock);
+	ret = q->start_err;
+	pthread_mutex_unlock(&q->dev->lock);
+	if (ret)
+		lb_fail(ret, "%s", q->start_msg);
+	return ret;
+}
+
+void lb_queue_release(struct lb_queue *q)
+{
+	if (q->thread_started) {
+		pthread_join(q->thread, NULL);
+		q->thread_started = false;
+	}
+	if (q->ring) {
+		io_uring_queue_exit(q->ring);
+		free(q->ring);
+		q->ring = NULL;
+	}
+	if (q->descs) {
+		munmap((void *)q->descs, q->descs_len);
+		q->descs = NULL;
+	}
+}

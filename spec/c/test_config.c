@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: MIT
+/* Configuration defaults and the checks that refuse bad devices. */
+#include <errno.h>
+#include <string.h>
+
+#include "check.h"
+#include "luablk.h"
+
+static int check_with(void (*edit)(struct luablk_config *))
+{
+	struct luablk_config cfg;
+
+	luablk_config_init(&cfg);
+	cfg.size = 1 << 20;
+	cfg.backend = "null";
+	edit(&cfg);
+	return luablk_config_check(&cfg);
+}
+
+static void none(struct luablk_config *c)
+{
+	(void)c;
+}
+static void size_zero(struct luablk_config *c)
+{
+	c->size = 0;
+}
+static void size_odd(struct luablk_config *c)
+{
+	c->size = 1000;
+}
+static void size_4k_misaligned(struct luablk_config *c)
+{
+	c->block_size = 4096;
+	c->size = 4096 * 3 + 512;
+}
+static void bs_1k(struct luablk_config *c)
+{
+	c->block_size = 1024;
+}
+static void bs_4k(struct luablk_config *c)
+{
+	c->block_size = 4096;
+}
+static void q_zero(struct luablk_config *c)
+{
+	c->queues = 0;
+}
+static void q_big(struct luablk_config *c)
+{
+	c->queues = 4097;
+}
+static void depth_zero(struct luablk_config *c)
+{
+	c->depth = 0;
+}
+static void depth_big(struct luablk_config *c)
+{
+	c->depth = 4097;
+}
+static void depth_max(struct luablk_config *c)
+{
+	c->depth = 4096;
+}
+static void maxio_small(struct luablk_config *c)
+{
+	c->max_io = 2048;
+}
+static void maxio_odd(struct luablk_config *c)
+{
+	c->max_io = 6000;
+}
+static void maxio_huge(struct luablk_config *c)
+{
+	c->max_io = 64 << 20;
+}
+static void no_backend(struct luablk_config *c)
+{
+	c->backend = NULL;
+}
+static void bad_id(struct luablk_config *c)
+{
+	c->dev_id = -2;
+}
+
+int main(void)
+{
+	struct luablk_config cfg;
+
+	luablk_config_init(&cfg);
+	CHECK(cfg.queues == 1);
+	CHECK(cfg.depth == 128);
+	CHECK(cfg.max_io == 512 * 1024);
+	CHECK(cfg.block_size == 512);
+	CHECK(cfg.dev_id == -1);
+
+	CHECK(check_with(none) == 0);
+	CHECK(check_with(bs_4k) == 0);
+	CHECK(check_with(depth_max) == 0);
+	CHECK(check_with(size_zero) == -EINVAL);
+	CHECK(strstr(luablk_last_error(), "positive multiple") != NULL);
+	CHECK(check_with(size_odd) == -EINVAL);
+	CHECK(check_with(size_4k_misaligned) == -EINVAL);
+	CHECK(check_with(bs_1k) == -EINVAL);
+	CHECK(strstr(luablk_last_error(), "512 or 4096") != NULL);
+	CHECK(check_with(q_zero) == -EINVAL);
+	CHECK(check_with(q_big) == -EINVAL);
+	CHECK(check_with(depth_zero) == -EINVAL);
+	CHECK(check_with(depth_big) == -EINVAL);
+	CHECK(check_with(maxio_small) == -EINVAL);
+	CHECK(check_with(maxio_odd) == -EINVAL);
+	CHECK(check_with(maxio_huge) == -EINVAL);
+	CHECK(check_with(no_backend) == -EINVAL);
+	CHECK(check_with(bad_id) == -EINVAL);
+	CHECK(luablk_version() == LUABLK_ABI_VERSION);
+	return check_done("test_config");
+}
