@@ -1,0 +1,115 @@
+-- Loading a backend: resolve a name or path, call its factory, check the
+-- result, and build the `dev` object the factory receives.
+local ffi = require("ffi")
+
+local M = {}
+
+M.SHIPPED = { "null", "mem", "file" }
+
+-- {"path=/x", "ro"} -> { path = "/x", "ro" }: key=value pairs by key,
+-- everything else by position.
+function M.parse_args(list)
+	local out = {}
+	for _, a in ipairs(list or {}) do
+		local k, v = a:match("^([%a_][%w_%-]*)=(.*)$")
+		if k then
+			out[k] = v
+		else
+			out[#out + 1] = a
+		end
+	end
+	return out
+end
+
+local function is_path(spec)
+	return spec:find("/", 1, true) or spec:match("%.lua$")
+end
+
+-- Returns the module's value (table or factory function) for a spec.
+function M.resolve(spec)
+	if is_path(spec) then
+		local chunk, err = loadfile(spec)
+		if not chunk then
+			error(err, 0)
+		end
+		return chunk()
+	end
+	local name = "luablk.backends." .. spec
+	if not spec:match("^[%w_%-]+$") or not package.searchpath(name, package.path) then
+		error(
+			("unknown backend (shipped: %s, c-null, c-mem; or give a path to a .lua file)"):format(
+				table.concat(M.SHIPPED, ", ")
+			),
+			0
+		)
+	end
+	return require(name)
+end
+
+-- Checks that a backend table is usable; returns it or raises.
+function M.validate(be, spec)
+	if type(be) ~= "table" then
+		error(("backend '%s' must return a table or a function returning one, not a %s"):format(spec, type(be)), 0)
+	end
+	for _, m in ipairs({ "read_at", "write_at" }) do
+		if type(be[m]) ~= "function" then
+			error(("backend '%s' has no %s method"):format(spec, m), 0)
+		end
+	end
+	for _, m in ipairs({ "flush", "discard", "write_zeroes" }) do
+		if be[m] ~= nil and type(be[m]) ~= "function" then
+			error(("backend '%s': %s must be a function"):format(spec, m), 0)
+		end
+	end
+	return be
+end
+
+-- Loads `spec` for one queue. dev is what the factory sees; args a table.
+function M.load(spec, dev, args)
+	local ok, mod = pcall(M.resolve, spec)
+	if not ok then
+		error(("backend '%s': %s"):format(spec, tostring(mod)), 0)
+	end
+	local be = mod
+	if type(mod) == "function" then
+		ok, be = pcall(mod, dev, args)
+		if not ok then
+			error(("backend '%s': %s"):format(spec, tostring(be)), 0)
+		end
+	end
+	return M.validate(be, spec)
+end
+
+-- The `dev` a backend factory receives: the device's settings, this
+-- queue's number, and shared memory. ptr is a struct luablk_dev *; C is
+-- the luablk library namespace.
+function M.device(C, ptr, queue, info)
+	local dev = {
+		size = tonumber(info.size),
+		block_size = info.block_size,
+		queues = info.queues,
+		depth = info.depth,
+		max_io = info.max_io,
+		queue = queue,
+	}
+	-- The kernel id is only known once the device is added.
+	setmetatable(dev, {
+		__index = function(_, k)
+			if k == "id" then
+				return C.luablk_dev_id(ptr)
+			end
+		end,
+	})
+	-- The same zero-filled mapping in every queue, as a uint8_t pointer.
+	function dev.shared(_, name, size)
+		local p = ffi.new("void *[1]")
+		local rc = C.luablk_dev_shared(ptr, name, size or 0, p, nil)
+		if rc < 0 then
+			error(("shared(%q): %s"):format(name, ffi.string(C.luablk_last_error())), 2)
+		end
+		return ffi.cast("uint8_t *", p[0])
+	end
+	return dev
+end
+
+return M

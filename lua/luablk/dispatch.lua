@@ -1,0 +1,128 @@
+-- The per-queue dispatch loop. The C core calls the function made here
+-- once per batch; it walks the batch array, calls the backend for each
+-- IO and writes each result back. Everything per IO is plain Lua and FFI
+-- field access, so LuaJIT compiles the loop (see spec/unit/jit_spec.lua).
+local ffi = require("ffi")
+local errno = require("luablk.errno")
+local backend = require("luablk.backend")
+
+local M = {}
+
+local OP_READ, OP_WRITE, OP_FLUSH, OP_DISCARD, OP_WRITE_ZEROES = 0, 1, 2, 3, 5
+local EIO, EOPNOTSUPP = errno.EIO, errno.EOPNOTSUPP
+
+-- Error values that are not strings get a stable text, so that the same
+-- failure is recognised as such (a table's address changes every time).
+local function describe(err)
+	if type(err) == "string" then
+		return err
+	end
+	local mt = getmetatable(err)
+	if mt and mt.__tostring then
+		return tostring(err)
+	end
+	return "error value of type " .. type(err) .. " (raise a string to see a message)"
+end
+M.describe = describe
+
+-- A reporter that writes each distinct error (by its first line) once.
+function M.reporter(prefix, write)
+	write = write or function(s)
+		io.stderr:write(s)
+	end
+	local seen, count = {}, 0
+	return function(msg)
+		msg = describe(msg)
+		local key = msg:match("^[^\n]*")
+		if seen[key] then
+			return
+		end
+		if count < 1000 then
+			seen[key] = true
+			count = count + 1
+		end
+		write(prefix .. msg .. "\n")
+	end
+end
+
+-- Builds the batch function. batch: struct luablk_io array; bufs: table
+-- of uint8_t pointers indexed by tag; report: called with error text.
+function M.make(be, batch, bufs, report)
+	local read_at, write_at = be.read_at, be.write_at
+	local flush, discard, write_zeroes = be.flush, be.discard, be.write_zeroes
+	local xpcall, traceback, type = xpcall, debug.traceback, type
+
+	-- Maps a protected call's outcome to the IO result.
+	local function settle(ok, r, done, what)
+		if ok then
+			if r == nil or r == true then
+				return done
+			end
+			if type(r) == "number" and r < 0 and r >= -4095 and r % 1 == 0 then
+				return r
+			end
+			report(what .. " returned " .. tostring(r) .. " (expected nothing, true or a negative errno)")
+			return -EIO
+		end
+		report(r)
+		return -EIO
+	end
+
+	local function ranged(fn, io, what)
+		if not fn then
+			return -EOPNOTSUPP
+		end
+		local ok, r = xpcall(fn, traceback, be, io.off, io.len)
+		return settle(ok, r, 0, what)
+	end
+
+	return function(n)
+		for i = 0, n - 1 do
+			local io = batch[i]
+			local op = io.op
+			if op == OP_READ then
+				local len = io.len
+				local ok, r = xpcall(read_at, traceback, be, bufs[io.tag], io.off, len)
+				io.result = settle(ok, r, len, "read_at")
+			elseif op == OP_WRITE then
+				local len = io.len
+				local ok, r = xpcall(write_at, traceback, be, bufs[io.tag], io.off, len)
+				io.result = settle(ok, r, len, "write_at")
+			elseif op == OP_FLUSH then
+				if flush then
+					local ok, r = xpcall(flush, traceback, be)
+					io.result = settle(ok, r, 0, "flush")
+				else
+					io.result = -EOPNOTSUPP
+				end
+			elseif op == OP_DISCARD then
+				io.result = ranged(discard, io, "discard")
+			elseif op == OP_WRITE_ZEROES then
+				io.result = ranged(write_zeroes, io, "write_zeroes")
+			else
+				io.result = -EOPNOTSUPP
+			end
+		end
+	end
+end
+
+-- Entry point from the C host (host.c): loads the backend for queue q of
+-- the device and returns the batch function.
+function M.start(h, devp, q, spec, args)
+	local lb = require("luablk")
+	local C = lb.C
+	h = ffi.cast("struct luablk_handler *", h)
+	devp = ffi.cast("struct luablk_dev *", devp)
+	local info = ffi.new("struct luablk_dev_info")
+	C.luablk_dev_info(devp, info)
+	local dev = backend.device(C, devp, q, info)
+	local be = backend.load(spec, dev, backend.parse_args(args))
+	local bufs = {}
+	for tag = 0, info.depth - 1 do
+		bufs[tag] = C.luablk_handler_buf(h, tag)
+	end
+	local prefix = ("luablk: %s queue %d: backend error: "):format(spec, q)
+	return M.make(be, C.luablk_handler_batch(h), bufs, M.reporter(prefix))
+end
+
+return M

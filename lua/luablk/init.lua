@@ -1,0 +1,320 @@
+-- luablk's Lua API: FFI bindings to the C core plus a small object layer.
+--
+-- Runtime failures return nil, "ENAME: message", errno; misuse raises an
+-- error. Inside the luablk binary the core is reached through ffi.C; from a
+-- plain LuaJIT (busted, embedding) it is loaded from build/libluablk.so or
+-- $LUABLK_LIB.
+local ffi = require("ffi")
+local errno = require("luablk.errno")
+
+local M = {}
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)/luablk/init%.lua$") or "."
+
+local function read_file(path)
+	local f = io.open(path, "rb")
+	if not f then
+		return nil
+	end
+	local text = f:read("*a")
+	f:close()
+	return text
+end
+
+-- The embedded header when the core hosts us, else the source or installed copy.
+local function header_text()
+	local embedded = package.loaded["luablk.cdef"]
+	if type(embedded) == "string" then
+		return embedded
+	end
+	for _, path in ipairs({ here .. "/../core/luablk_ffi.h", here .. "/../../../include/luablk_ffi.h" }) do
+		local text = read_file(path)
+		if text then
+			return text
+		end
+	end
+	error("luablk: cannot find luablk_ffi.h next to " .. here)
+end
+
+ffi.cdef(header_text())
+
+local function in_process()
+	return pcall(function()
+		return ffi.C.luablk_version
+	end)
+end
+
+local function load_library()
+	if in_process() then
+		return ffi.C
+	end
+	local path = os.getenv("LUABLK_LIB") or (here .. "/../build/libluablk.so")
+	local ok, lib = pcall(ffi.load, path)
+	if not ok then
+		error("luablk: cannot load the C library (" .. path .. "); build it with make, or set LUABLK_LIB")
+	end
+	lib.luablk_set_lua_dir(here)
+	return lib
+end
+
+local C = load_library()
+M.C = C
+
+if C.luablk_version() ~= C.LUABLK_ABI_VERSION then
+	error(("luablk: the C library has ABI %d but these Lua modules expect %d"):format(
+		C.luablk_version(),
+		C.LUABLK_ABI_VERSION
+	))
+end
+
+-- nil, "ENAME: last error text", errno for a -errno result.
+local function failure(rc)
+	local e = -rc
+	local msg = ffi.string(C.luablk_last_error())
+	if msg == "" then
+		msg = ffi.string(ffi.C.strerror(e))
+	end
+	return nil, errno.name(e) .. ": " .. msg, e
+end
+M.failure = failure
+
+ffi.cdef("char *strerror(int errnum);")
+
+local Device = {}
+Device.__index = Device
+M.Device = Device
+
+-- Fills a struct luablk_config from a table; returns the cdata and the
+-- Lua values that must stay alive while C holds pointers into them.
+local function make_config(opts)
+	local cfg = ffi.new("struct luablk_config")
+	C.luablk_config_init(cfg)
+	if type(opts.backend) ~= "string" then
+		error("luablk.add: backend must be a name or a path", 3)
+	end
+	cfg.backend = opts.backend
+	local size = opts.size
+	if type(size) ~= "number" or size ~= size or size < 0 or size % 1 ~= 0 then
+		error("luablk.add: size must be a whole number of bytes", 3)
+	end
+	cfg.size = size
+	cfg.queues = opts.queues or cfg.queues
+	cfg.depth = opts.depth or cfg.depth
+	cfg.max_io = opts.max_io or cfg.max_io
+	cfg.block_size = opts.block_size or cfg.block_size
+	cfg.dev_id = opts.id or -1
+	if opts.no_pin then
+		cfg.flags = bit.bor(cfg.flags, C.LUABLK_F_NO_PIN)
+	end
+	local args = opts.args or {}
+	local argv = ffi.new("const char *[?]", #args + 1)
+	for i, a in ipairs(args) do
+		argv[i - 1] = tostring(a)
+	end
+	cfg.args = argv
+	cfg.argc = #args
+	return cfg, { args, argv, opts.backend }
+end
+
+-- Creates and starts a device. opts: backend, size (bytes), and optional
+-- queues, depth, max_io, block_size, id, no_pin, args (list of strings).
+-- Returns a Device, or nil, message, errno.
+function M.add(opts)
+	local cfg, anchor = make_config(opts)
+	local out = ffi.new("struct luablk_dev *[1]")
+	local rc = C.luablk_dev_new(cfg, out)
+	if rc < 0 then
+		return failure(rc)
+	end
+	local _ = anchor
+	return setmetatable({ ptr = out[0] }, Device)
+end
+
+-- Checks opts as luablk.add would, without creating anything.
+function M.check(opts)
+	local cfg = make_config(opts)
+	local rc = C.luablk_config_check(cfg)
+	if rc < 0 then
+		return failure(rc)
+	end
+	return true
+end
+
+local function info_table(i)
+	return {
+		id = i.id,
+		pid = i.pid,
+		state = ({ [0] = "dead", "live", "quiesced" })[i.state] or tostring(i.state),
+		queues = i.queues,
+		depth = i.depth,
+		max_io = i.max_io,
+		block_size = i.block_size,
+		size = tonumber(i.size),
+		flags = tonumber(i.flags),
+		path = "/dev/ublkb" .. i.id,
+	}
+end
+
+function Device:id()
+	return C.luablk_dev_id(self.ptr)
+end
+
+function Device:path()
+	return "/dev/ublkb" .. self:id()
+end
+
+function Device:info()
+	local i = ffi.new("struct luablk_dev_info")
+	C.luablk_dev_info(self.ptr, i)
+	return info_table(i)
+end
+
+-- The shared region `name` as a uint8_t pointer plus its size; size 0 or
+-- nil looks up an existing region.
+function Device:shared(name, size)
+	local p = ffi.new("void *[1]")
+	local sz = ffi.new("uint64_t[1]")
+	local rc = C.luablk_dev_shared(self.ptr, name, size or 0, p, sz)
+	if rc < 0 then
+		return failure(rc)
+	end
+	return ffi.cast("uint8_t *", p[0]), tonumber(sz[0])
+end
+
+-- Waits for SIGINT/SIGTERM/SIGHUP (blocked with luablk.block_signals) or
+-- for the device to stop on its own. Returns the signal number or 0.
+function Device:wait(timeout_ms)
+	local rc = C.luablk_dev_wait(self.ptr, timeout_ms or -1)
+	if rc < 0 then
+		return failure(rc)
+	end
+	return rc
+end
+
+-- Tears the device down. opts.async uses DEL_DEV_ASYNC. Closing twice is a no-op.
+function Device:close(opts)
+	if not self.ptr then
+		return true
+	end
+	local ptr = self.ptr
+	self.ptr = nil
+	local flags = (opts and opts.async) and C.LUABLK_CLOSE_ASYNC or 0
+	local rc = C.luablk_dev_close(ptr, flags)
+	if rc < 0 then
+		return failure(rc)
+	end
+	return true
+end
+
+function M.block_signals()
+	C.luablk_signals_block()
+end
+
+-- Ids of the ublk devices on this machine, sorted.
+function M.list()
+	local max = 4096
+	local ids = ffi.new("int[?]", max)
+	local n = C.luablk_list(ids, max)
+	if n < 0 then
+		return failure(n)
+	end
+	local out = {}
+	for i = 0, math.min(n, max) - 1 do
+		out[#out + 1] = ids[i]
+	end
+	return out
+end
+
+-- What the kernel reports about device `id`, as a table.
+function M.query(id)
+	local i = ffi.new("struct luablk_dev_info")
+	local rc = C.luablk_query(id, i)
+	if rc < 0 then
+		return failure(rc)
+	end
+	return info_table(i)
+end
+
+function M.delete(id, async)
+	local rc = C.luablk_delete(id, async and 1 or 0)
+	if rc < 0 then
+		return failure(rc)
+	end
+	return true
+end
+
+M.FEATURE_NAMES = {
+	[0] = "zero_copy",
+	"uring_cmd_comp_in_task",
+	"need_get_data",
+	"user_recovery",
+	"user_recovery_reissue",
+	"unprivileged_dev",
+	"cmd_ioctl_encode",
+	"user_copy",
+	"zoned",
+	"user_recovery_fail_io",
+	"update_size",
+	"auto_buf_reg",
+	"quiesce",
+	"per_io_daemon",
+}
+
+-- Names of the UBLK_F_* bits set in a flags number.
+function M.feature_names(flags)
+	local out = {}
+	for b = 0, 63 do
+		if flags % 2 == 1 then
+			out[#out + 1] = M.FEATURE_NAMES[b] or ("bit" .. b)
+		end
+		flags = math.floor(flags / 2)
+		if flags == 0 then
+			break
+		end
+	end
+	return out
+end
+
+-- The kernel's supported features: a list of names and the raw bits.
+function M.features()
+	local f = ffi.new("uint64_t[1]")
+	local rc = C.luablk_features(f)
+	if rc < 0 then
+		return failure(rc)
+	end
+	return M.feature_names(tonumber(f[0])), tonumber(f[0])
+end
+
+-- Starts argv with plain fork()+exec (see luablk_spawn). opts.stdin,
+-- opts.stdout, opts.stderr are fds. Returns the pid.
+function M.spawn(argv, opts)
+	opts = opts or {}
+	local cargv = ffi.new("const char *[?]", #argv + 1)
+	for i, a in ipairs(argv) do
+		cargv[i - 1] = tostring(a)
+	end
+	local pid = C.luablk_spawn(cargv, opts.stdin or -1, opts.stdout or -1, opts.stderr or -1)
+	if pid < 0 then
+		return failure(pid)
+	end
+	return pid
+end
+
+function M.wait(pid)
+	local rc = C.luablk_wait(pid)
+	if rc < 0 then
+		return failure(rc)
+	end
+	return rc
+end
+
+-- Runs argv to completion; returns its exit status (127: not found).
+function M.execute(argv, opts)
+	local pid, err, e = M.spawn(argv, opts)
+	if not pid then
+		return nil, err, e
+	end
+	return M.wait(pid)
+end
+
+return M

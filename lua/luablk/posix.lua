@@ -1,0 +1,116 @@
+-- Thin FFI wrappers around the system calls that backends and harnesses
+-- need. Failures return nil, "ENAME: message", errno, like luv and
+-- lua-resty-core, so callers can report them or map them to an IO result.
+local ffi = require("ffi")
+local errno = require("luablk.errno")
+
+ffi.cdef([[
+int open(const char *path, int flags, ...);
+int close(int fd);
+ssize_t pread(int fd, void *buf, size_t count, int64_t off);
+ssize_t pwrite(int fd, const void *buf, size_t count, int64_t off);
+int fdatasync(int fd);
+int fsync(int fd);
+int64_t lseek(int fd, int64_t off, int whence);
+int ftruncate(int fd, int64_t len);
+int fallocate(int fd, int mode, int64_t off, int64_t len);
+int ioctl(int fd, unsigned long req, ...);
+char *strerror(int errnum);
+int posix_memalign(void **p, size_t align, size_t size);
+void free(void *p);
+int getpid(void);
+int kill(int pid, int sig);
+int usleep(unsigned int usec);
+int access(const char *path, int mode);
+int memcmp(const void *a, const void *b, size_t n);
+]])
+
+local C = ffi.C
+local M = {
+	O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2, O_CREAT = 64, O_EXCL = 128,
+	O_TRUNC = 512, O_DIRECT = 16384, O_CLOEXEC = 524288,
+	SEEK_END = 2,
+	FALLOC_FL_KEEP_SIZE = 1, FALLOC_FL_PUNCH_HOLE = 2,
+	FALLOC_FL_ZERO_RANGE = 16,
+	BLKGETSIZE64 = 0x80081272, BLKDISCARD = 0x1277,
+	BLKFLSBUF = 0x1261,
+}
+
+-- Returns nil, "ENAME: what: strerror", errno for the current errno.
+function M.fail(what, e)
+	e = e or ffi.errno()
+	local msg = ffi.string(C.strerror(e))
+	return nil, ("%s: %s: %s"):format(errno.name(e), what, msg), e
+end
+
+function M.open(path, flags, mode)
+	local fd = C.open(path, bit.bor(flags, M.O_CLOEXEC), mode or 420)
+	if fd < 0 then
+		return M.fail(path)
+	end
+	return fd
+end
+
+function M.close(fd)
+	if C.close(fd) < 0 then
+		return M.fail("close")
+	end
+	return true
+end
+
+-- Wraps pread/pwrite into a call that moves all len bytes unless the
+-- file ends (0 bytes moved) first; it returns the count moved.
+local function whole(call, name)
+	return function(fd, buf, len, off)
+		local done = 0
+		while done < len do
+			local n = call(fd, buf + done, len - done, off + done)
+			if n > 0 then
+				done = done + tonumber(n)
+			elseif n == 0 then
+				break
+			elseif ffi.errno() ~= errno.EINTR then
+				return M.fail(name)
+			end
+		end
+		return done
+	end
+end
+
+M.pread = whole(C.pread, "pread")
+M.pwrite = whole(C.pwrite, "pwrite")
+
+function M.fdatasync(fd)
+	if C.fdatasync(fd) < 0 then
+		return M.fail("fdatasync")
+	end
+	return true
+end
+
+-- Size in bytes of a regular file or a block device.
+function M.size(fd)
+	local out = ffi.new("uint64_t[1]")
+	if C.ioctl(fd, M.BLKGETSIZE64, out) == 0 then
+		return tonumber(out[0])
+	end
+	local n = C.lseek(fd, 0, M.SEEK_END)
+	if n < 0 then
+		return M.fail("lseek")
+	end
+	return tonumber(n)
+end
+
+-- An aligned buffer for O_DIRECT IO, freed by the garbage collector.
+function M.aligned(size, align)
+	local p = ffi.new("void *[1]")
+	if C.posix_memalign(p, align or 4096, size) ~= 0 then
+		error("posix_memalign failed for " .. size .. " bytes")
+	end
+	return ffi.gc(ffi.cast("uint8_t *", p[0]), C.free)
+end
+
+function M.exists(path)
+	return C.access(path, 0) == 0
+end
+
+return M

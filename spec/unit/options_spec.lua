@@ -1,0 +1,77 @@
+local options = require("luablk.options")
+
+describe("options.size", function()
+	it("reads bytes and binary suffixes", function()
+		assert.equal(4096, options.size("4096"))
+		assert.equal(64 * 1024, options.size("64K"))
+		assert.equal(2 ^ 20, options.size("1M"))
+		assert.equal(2 ^ 30, options.size("1g"))
+		assert.equal(2 * 2 ^ 30, options.size("2GiB"))
+		assert.equal(512, options.size("512B"))
+		assert.equal(2 ^ 40, options.size("1T"))
+	end)
+
+	it("refuses anything else", function()
+		for _, bad in ipairs({ "", "x", "-1", "1.5G", "1X", "1iB", "G", "1 G", "1Gx", "99999999P" }) do
+			local n, err = options.size(bad)
+			assert.is_nil(n, bad)
+			assert.is_string(err)
+		end
+	end)
+end)
+
+describe("options.integer", function()
+	it("checks the range", function()
+		assert.equal(4, options.integer("4", "--queues", 1, 8))
+		assert.is_nil(options.integer("0", "--queues", 1, 8))
+		assert.is_nil(options.integer("9", "--queues", 1, 8))
+		assert.is_nil(options.integer("1.5", "--queues", 1, 8))
+		assert.is_nil(options.integer("0x10", "--queues", 1, 64))
+	end)
+end)
+
+describe("options.parse", function()
+	local spec = { size = "value", json = "flag" }
+
+	it("splits options, positionals and what follows --", function()
+		local o, pos, rest = options.parse({ "mem", "--size", "1G", "--json", "--", "a=1", "--x" }, spec)
+		assert.same({ size = "1G", json = true }, o)
+		assert.same({ "mem" }, pos)
+		assert.same({ "a=1", "--x" }, rest)
+	end)
+
+	it("takes --name=value", function()
+		local o = options.parse({ "--size=2M" }, spec)
+		assert.equal("2M", o.size)
+	end)
+
+	it("reports unknown options, missing values and values on flags", function()
+		assert.is_nil((options.parse({ "--bogus" }, spec)))
+		assert.is_nil((options.parse({ "--size" }, spec)))
+		assert.is_nil((options.parse({ "--json=1" }, spec)))
+		assert.is_nil((options.parse({ "-x" }, spec)))
+	end)
+end)
+
+describe("cli.add_options", function()
+	local cli = require("luablk.cli")
+
+	it("maps the command line to luablk.add options", function()
+		local o = cli.add_options({
+			"file", "--size", "1G", "--queues", "2", "--depth", "64",
+			"--max-io", "128K", "--block-size", "4096", "--id", "7", "--", "path=/x",
+		})
+		assert.same({
+			backend = "file", size = 2 ^ 30, queues = 2, depth = 64, max_io = 131072,
+			block_size = 4096, id = 7, args = { "path=/x" },
+		}, o)
+	end)
+
+	it("needs a backend and a size", function()
+		assert.is_nil((cli.add_options({ "--size", "1G" })))
+		assert.is_nil((cli.add_options({ "mem" })))
+		assert.is_nil((cli.add_options({ "mem", "--size", "lots" })))
+		assert.is_nil((cli.add_options({ "mem", "--size", "1G", "--queues", "0" })))
+		assert.is_nil((cli.add_options({ "mem", "--size", "1G", "--depth", "5000" })))
+	end)
+end)
