@@ -61,6 +61,11 @@ describe("luablk add", function()
 		assert.equal(0, ffi.C.kill(pid, 15))
 		assert.equal(0, luablk.wait(pid))
 		assert.is_true(u.gone(info.path))
+		-- and a second device can be created afterwards
+		local pid2, line2 = start_add({ "mem", "--size", "64M" })
+		assert.matches("^/dev/ublkb%d+$", line2)
+		assert.equal(0, ffi.C.kill(pid2, 15))
+		assert.equal(0, luablk.wait(pid2))
 	end)
 
 	it("prints the path as the first line, and SIGINT also tears down", function()
