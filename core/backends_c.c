@@ -51,6 +51,8 @@ static int c_mem_init(struct luablk_handler *h)
 {
 	uint64_t size;
 
+	h->caps.discard = true;
+	h->caps.write_zeroes = true;
 	return luablk_dev_shared(h->dev, "mem", h->dev->cfg.size, &h->priv,
 				 &size);
 }

@@ -51,5 +51,7 @@ int luablk_config_check(const struct luablk_config *cfg)
 		return lb_fail(-EINVAL, "no backend given");
 	if (cfg->argc < 0 || (cfg->argc > 0 && !cfg->args))
 		return lb_fail(-EINVAL, "bad backend argument list");
+	if (cfg->nfilters < 0 || (cfg->nfilters > 0 && !cfg->filters))
+		return lb_fail(-EINVAL, "bad filter list");
 	return 0;
 }

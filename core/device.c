@@ -20,20 +20,39 @@
 
 #include "internal.h"
 
+static void free_list(char **list)
+{
+	for (char **p = list; p && *p; p++)
+		free(*p);
+	free(list);
+}
+
+/* A NULL-terminated copy of a string list; NULL if out of memory. */
+static char **copy_list(const char *const *list, int n)
+{
+	char **out = calloc((size_t)n + 1, sizeof(char *));
+
+	for (int i = 0; out && i < n; i++) {
+		out[i] = strdup(list[i] ? list[i] : "");
+		if (!out[i]) {
+			free_list(out);
+			return NULL;
+		}
+	}
+	return out;
+}
+
 static int copy_config(struct luablk_dev *dev, const struct luablk_config *cfg)
 {
 	dev->cfg = *cfg;
 	dev->backend = strdup(cfg->backend);
-	dev->args = calloc((size_t)cfg->argc + 1, sizeof(char *));
-	if (!dev->backend || !dev->args)
+	dev->args = copy_list(cfg->args, cfg->argc);
+	dev->filters = copy_list(cfg->filters, cfg->nfilters);
+	if (!dev->backend || !dev->args || !dev->filters)
 		return lb_fail(-ENOMEM, "out of memory");
-	for (int i = 0; i < cfg->argc; i++) {
-		dev->args[i] = strdup(cfg->args[i] ? cfg->args[i] : "");
-		if (!dev->args[i])
-			return lb_fail(-ENOMEM, "out of memory");
-	}
 	dev->cfg.backend = dev->backend;
 	dev->cfg.args = (const char *const *)dev->args;
+	dev->cfg.filters = (const char *const *)dev->filters;
 	return 0;
 }
 
@@ -44,9 +63,8 @@ static void free_device(struct luablk_dev *dev)
 	free(dev->handlers);
 	free(dev->queues);
 	lb_shared_free_all(&dev->shared);
-	for (int i = 0; dev->args && i < dev->cfg.argc; i++)
-		free(dev->args[i]);
-	free(dev->args);
+	free_list(dev->args);
+	free_list(dev->filters);
 	free(dev->backend);
 	if (dev->stop_fd >= 0)
 		close(dev->stop_fd);
@@ -167,14 +185,42 @@ static int add_dev(struct luablk_dev *dev)
 	return 0;
 }
 
+/*
+ * Discard and write-zeroes requests are advertised only to backends that
+ * implement them. Their length must fit the batch entry's 32-bit byte
+ * count, so they are capped at 1 GiB each.
+ */
+static void discard_params(struct luablk_dev *dev, const struct lb_caps *caps,
+			   struct ublk_params *p)
+{
+	const uint32_t max_sectors = 1U << 21;
+
+	if (!caps->discard && !caps->write_zeroes)
+		return;
+	p->types |= UBLK_PARAM_TYPE_DISCARD;
+	p->discard.discard_granularity = dev->cfg.block_size;
+	if (caps->discard) {
+		p->discard.max_discard_sectors = max_sectors;
+		p->discard.max_discard_segments = 1;
+	}
+	if (caps->write_zeroes)
+		p->discard.max_write_zeroes_sectors = max_sectors;
+}
+
 static int set_params(struct luablk_dev *dev)
 {
+	const struct lb_caps *caps = &dev->handlers[0]->caps;
 	struct ublk_params p;
 	unsigned int shift = dev->cfg.block_size == 4096 ? 12 : 9;
 	int ret;
 
 	memset(&p, 0, sizeof(p));
 	p.types = UBLK_PARAM_TYPE_BASIC;
+	if ((dev->cfg.flags & LUABLK_F_WRITE_CACHE) || caps->write_cache)
+		p.basic.attrs |= UBLK_ATTR_VOLATILE_CACHE;
+	if ((dev->cfg.flags & LUABLK_F_FUA) || caps->fua)
+		p.basic.attrs |= UBLK_ATTR_FUA;
+	discard_params(dev, caps, &p);
 	p.basic.logical_bs_shift = (uint8_t)shift;
 	p.basic.physical_bs_shift = (uint8_t)shift;
 	p.basic.io_opt_shift = (uint8_t)shift;
@@ -256,6 +302,8 @@ static int teardown(struct luablk_dev *dev, uint32_t flags)
 		close(dev->char_fd);
 		dev->char_fd = -1;
 	}
+	if (dev->started)
+		lb_shared_unpublish(dev);
 	if (dev->added) {
 		/* -ENODEV: someone else deleted it already. */
 		r = lb_ctrl_simple(dev->ctrl, UBLK_CMD_STOP_DEV,
@@ -314,6 +362,7 @@ int luablk_dev_start(struct luablk_dev *dev)
 		return lb_fail(ret, "%s", msg);
 	}
 	dev->started = true;
+	lb_shared_publish(dev);
 	return 0;
 }
 

@@ -92,7 +92,29 @@ int lb_lua_prepare(lua_State *L, const char *dir)
 	return 0;
 }
 
-/* Calls luablk.dispatch.start(h, dev, q, backend, args) in L. */
+static void push_list(lua_State *L, const char *const *list, int n)
+{
+	lua_createtable(L, n, 0);
+	for (int i = 0; i < n; i++) {
+		lua_pushstring(L, list[i]);
+		lua_rawseti(L, -2, i + 1);
+	}
+}
+
+static bool cap(lua_State *L, int idx, const char *name)
+{
+	bool v;
+
+	lua_getfield(L, idx, name);
+	v = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	return v;
+}
+
+/*
+ * Calls luablk.dispatch.start(h, dev, q, backend, args, filters) in L,
+ * which leaves the batch function and a table of capabilities.
+ */
 static int load_backend(lua_State *L, struct luablk_handler *h)
 {
 	struct luablk_dev *dev = h->dev;
@@ -106,12 +128,18 @@ static int load_backend(lua_State *L, struct luablk_handler *h)
 	lua_pushlightuserdata(L, dev);
 	lua_pushinteger(L, h->q);
 	lua_pushstring(L, dev->cfg.backend);
-	lua_createtable(L, dev->cfg.argc, 0);
-	for (int i = 0; i < dev->cfg.argc; i++) {
-		lua_pushstring(L, dev->cfg.args[i]);
-		lua_rawseti(L, -2, i + 1);
+	push_list(L, dev->cfg.args, dev->cfg.argc);
+	push_list(L, dev->cfg.filters, dev->cfg.nfilters);
+	if (lua_pcall(L, 6, 2, 0))
+		return -1;
+	if (lua_istable(L, -1)) {
+		h->caps.write_cache = cap(L, -1, "write_cache");
+		h->caps.fua = cap(L, -1, "fua");
+		h->caps.discard = cap(L, -1, "discard");
+		h->caps.write_zeroes = cap(L, -1, "write_zeroes");
 	}
-	return lua_pcall(L, 5, 1, 0) ? -1 : 0;
+	lua_pop(L, 1);
+	return 0;
 }
 
 static int lua_init(struct luablk_handler *h)

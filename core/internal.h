@@ -34,8 +34,20 @@ extern const struct lb_handler_ops lb_c_null_ops;
 extern const struct lb_handler_ops lb_c_mem_ops;
 extern const struct lb_handler_ops lb_lua_ops;
 
+/*
+ * What a backend declares about itself (after filters wrap it); the
+ * device advertises these to the kernel in SET_PARAMS.
+ */
+struct lb_caps {
+	bool write_cache; /* wants FLUSH: a volatile cache */
+	bool fua; /* honours LUABLK_IO_F_FUA on writes */
+	bool discard; /* has discard */
+	bool write_zeroes; /* has write_zeroes */
+};
+
 struct luablk_handler {
 	struct luablk_dev *dev;
+	struct lb_caps caps;
 	unsigned int q;
 	unsigned int depth;
 	uint32_t max_io;
@@ -55,8 +67,13 @@ struct lb_shared {
 	char name[LUABLK_MAX_SHARED_NAME];
 	void *addr;
 	uint64_t size;
+	int fd; /* memfd, so other processes can map it once published */
 };
 void lb_shared_free_all(struct lb_shared **list);
+/* Publishes every region under /run/luablk/ID/ (best effort). */
+void lb_shared_publish(struct luablk_dev *dev);
+/* Removes /run/luablk/ID/ again. */
+void lb_shared_unpublish(struct luablk_dev *dev);
 
 /* The control device: a SQE128 ring on /dev/ublk-control. ctrl.c */
 struct lb_ctrl;
@@ -103,6 +120,7 @@ struct luablk_dev {
 	struct luablk_config cfg; /* strings below are our own copies */
 	char *backend;
 	char **args;
+	char **filters;
 	char lua_dir[4096];
 	int id; /* -1 until ADD_DEV */
 	struct ublksrv_ctrl_dev_info info; /* as the kernel returned it */
@@ -111,6 +129,7 @@ struct luablk_dev {
 	int stop_fd; /* eventfd: written once to make queue threads exit */
 	int event_fd; /* eventfd: a queue thread stopped on its own */
 	bool added, started, closed;
+	bool published; /* regions linked under /run/luablk/ID */
 	struct luablk_handler **handlers; /* one per queue */
 	struct lb_queue *queues;
 	unsigned int nr_queues;

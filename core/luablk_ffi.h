@@ -26,6 +26,9 @@ enum {
 
 	/* struct luablk_config.flags */
 	LUABLK_F_NO_PIN = 1, /* do not pin queue threads to a CPU */
+	LUABLK_F_WRITE_CACHE =
+		2, /* advertise a volatile cache: FLUSH arrives */
+	LUABLK_F_FUA = 4, /* advertise FUA: writes may carry LUABLK_IO_F_FUA */
 
 	/* luablk_dev_close() flags */
 	LUABLK_CLOSE_ASYNC = 1, /* DEL_DEV_ASYNC: do not wait for openers */
@@ -57,8 +60,8 @@ struct luablk_io {
 /* What a device is asked to be. Fill with luablk_config_init() first. */
 struct luablk_config {
 	uint64_t size; /* bytes; a positive multiple of block_size */
-	uint32_t queues; /* 1..LUABLK_MAX_QUEUES; the kernel caps it at nr_cpus
-			  */
+	/* 1..LUABLK_MAX_QUEUES; the kernel caps it at the number of CPUs */
+	uint32_t queues;
 	uint32_t depth; /* 1..LUABLK_MAX_DEPTH */
 	uint32_t max_io; /* largest IO in bytes: a multiple of 4096 */
 	uint32_t block_size; /* logical block size: 512 or 4096 */
@@ -70,9 +73,15 @@ struct luablk_config {
 	 * C baselines "c-null" and "c-mem".
 	 */
 	const char *backend;
-	const char *const
-		*args; /* argc backend arguments, "key=value" or bare */
+	/* argc backend arguments, each "key=value" or a bare word */
+	const char *const *args;
 	int argc;
+	/*
+	 * Filters wrapped around the backend, innermost first, each "NAME" or
+	 * "NAME:key=value,key=value" (see lua/luablk/filters/).
+	 */
+	const char *const *filters;
+	int nfilters;
 };
 
 /* A device as the kernel reports it (GET_DEV_INFO + GET_PARAMS). */
@@ -156,12 +165,25 @@ int luablk_dev_event_fd(const struct luablk_dev *dev);
 /*
  * Returns, in *out, a zero-filled memory region shared by every queue of the
  * device, created on first use with the given size and found by name after.
- * size 0 only looks it up. The region lives until luablk_dev_close().
- * Returns 0, -ENOENT (size 0, no such region), -EEXIST (size differs) or
- * -ENOMEM.
+ * size 0 only looks it up. The region lives until luablk_dev_close(). While
+ * the device runs, the region is also published as /run/luablk/ID/NAME so
+ * that other processes can map it (luablk_shared_open). Names are 1-63
+ * bytes without '/'. Returns 0, -ENOENT (size 0, no such region), -EEXIST
+ * (size differs), -EINVAL (bad name) or -ENOMEM.
  */
 int luablk_dev_shared(struct luablk_dev *dev, const char *name, uint64_t size,
 		      void **out, uint64_t *out_size);
+
+/*
+ * Maps region NAME of device ID, served by this or another process, read
+ * and write. Release it with luablk_shared_unmap(). Returns 0, -ENOENT (no
+ * such device or region) or -errno.
+ */
+int luablk_shared_open(int id, const char *name, void **out,
+		       uint64_t *out_size);
+
+/* Unmaps a region mapped by luablk_shared_open(). */
+int luablk_shared_unmap(void *addr, uint64_t size);
 
 /* Reads GET_DEV_INFO and GET_PARAMS for any device id on the machine. */
 int luablk_query(int id, struct luablk_dev_info *info);
@@ -216,6 +238,31 @@ int luablk_set_lua_dir(const char *dir);
  * -errno.
  */
 int luablk_spawn(const char *const *argv, int in_fd, int out_fd, int err_fd);
+
+/*
+ * Plain fork(): returns the child's pid in the parent, 0 in the child, or
+ * -errno. The child has no queue threads; harnesses use it to run IO
+ * workers that are not the serving process.
+ */
+int luablk_fork(void);
+
+/* Ends the calling process at once with status code (_exit). */
+void luablk_exit(int code);
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t luablk_now_ns(void);
+
+/* Sleeps for ns nanoseconds (resuming after signals). */
+void luablk_sleep_ns(uint64_t ns);
+
+/*
+ * Atomic operations on 64-bit words in shared regions, for counters and
+ * flags that several queue threads (or processes) update.
+ */
+uint64_t luablk_atomic_add(uint64_t *p, uint64_t v); /* returns new value */
+uint64_t luablk_atomic_load(const uint64_t *p);
+void luablk_atomic_store(uint64_t *p, uint64_t v);
+int luablk_atomic_cas(uint64_t *p, uint64_t expected, uint64_t desired);
 
 /*
  * Waits for a child started by luablk_spawn(). Returns its exit status

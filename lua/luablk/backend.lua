@@ -64,20 +64,32 @@ function M.validate(be, spec)
 	return be
 end
 
--- Loads `spec` for one queue. dev is what the factory sees; args a table.
-function M.load(spec, dev, args)
-	local ok, mod = pcall(M.resolve, spec)
-	if not ok then
-		error(("backend '%s': %s"):format(spec, tostring(mod)), 0)
-	end
+-- Turns a module's value (table or factory) into a checked backend table.
+function M.instantiate(mod, spec, dev, args)
 	local be = mod
 	if type(mod) == "function" then
-		ok, be = pcall(mod, dev, args)
+		local ok
+		ok, be = pcall(mod, dev, args or {})
 		if not ok then
 			error(("backend '%s': %s"):format(spec, tostring(be)), 0)
 		end
 	end
 	return M.validate(be, spec)
+end
+
+-- Loads `spec` for one queue and wraps it in `filters` (a list of
+-- "NAME:k=v,..." strings, innermost first). dev is what the factory
+-- sees; args a table.
+function M.load(spec, dev, args, filters)
+	local ok, mod = pcall(M.resolve, spec)
+	if not ok then
+		error(("backend '%s': %s"):format(spec, tostring(mod)), 0)
+	end
+	local be = M.instantiate(mod, spec, dev, args)
+	if filters and #filters > 0 then
+		be = require("luablk.filters").apply(be, filters, dev)
+	end
+	return be
 end
 
 -- The `dev` a backend factory receives: the device's settings, this

@@ -8,7 +8,8 @@ local USAGE = [[
 usage: luablk COMMAND [ARGS]
 
   add BACKEND [--size S] [--queues N] [--depth D] [--max-io B]
-              [--block-size B] [--id N] [--no-pin] [--json] [-- ARGS...]
+              [--block-size B] [--id N] [--no-pin] [--write-cache] [--fua]
+              [--filter NAME:K=V,...]... [--json] [-- ARGS...]
         create a device served by BACKEND (null, mem, file, c-null, c-mem,
         or a path to a .lua file) in the foreground; prints /dev/ublkbN
         once it is usable; SIGINT or SIGTERM tears it down
@@ -42,6 +43,9 @@ local ADD_SPEC = {
 	id = "value",
 	json = "flag",
 	["no-pin"] = "flag",
+	["write-cache"] = "flag",
+	fua = "flag",
+	filter = "list",
 }
 
 -- Turns add's command line into luablk.add options, or nil, message.
@@ -53,7 +57,15 @@ function M.add_options(argv)
 	if #pos ~= 1 then
 		return nil, "add needs exactly one BACKEND (see luablk help)"
 	end
-	local opts = { backend = pos[1], args = rest, json = o.json, no_pin = o["no-pin"] }
+	local opts = {
+		backend = pos[1],
+		args = rest,
+		filters = o.filter,
+		json = o.json,
+		no_pin = o["no-pin"],
+		write_cache = o["write-cache"],
+		fua = o.fua,
+	}
 	local err
 	opts.size, err = options.size(o.size or "")
 	if not o.size then

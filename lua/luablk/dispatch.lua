@@ -82,11 +82,11 @@ function M.make(be, batch, bufs, report)
 			local op = io.op
 			if op == OP_READ then
 				local len = io.len
-				local ok, r = xpcall(read_at, traceback, be, bufs[io.tag], io.off, len)
+				local ok, r = xpcall(read_at, traceback, be, bufs[io.tag], io.off, len, io.flags)
 				io.result = settle(ok, r, len, "read_at")
 			elseif op == OP_WRITE then
 				local len = io.len
-				local ok, r = xpcall(write_at, traceback, be, bufs[io.tag], io.off, len)
+				local ok, r = xpcall(write_at, traceback, be, bufs[io.tag], io.off, len, io.flags)
 				io.result = settle(ok, r, len, "write_at")
 			elseif op == OP_FLUSH then
 				if flush then
@@ -106,9 +106,23 @@ function M.make(be, batch, bufs, report)
 	end
 end
 
+-- What the device should advertise for a loaded backend: discard and
+-- write_zeroes when it has them, a volatile cache and FUA when it says so
+-- in be.caps.
+function M.caps(be)
+	local declared = be.caps or {}
+	return {
+		write_cache = declared.write_cache == true,
+		fua = declared.fua == true,
+		discard = be.discard ~= nil,
+		write_zeroes = be.write_zeroes ~= nil,
+	}
+end
+
 -- Entry point from the C host (host.c): loads the backend for queue q of
--- the device and returns the batch function.
-function M.start(h, devp, q, spec, args)
+-- the device, wraps its filters, and returns the batch function and the
+-- backend's capabilities.
+function M.start(h, devp, q, spec, args, filters)
 	local lb = require("luablk")
 	local C = lb.C
 	h = ffi.cast("struct luablk_handler *", h)
@@ -116,13 +130,13 @@ function M.start(h, devp, q, spec, args)
 	local info = ffi.new("struct luablk_dev_info")
 	C.luablk_dev_info(devp, info)
 	local dev = backend.device(C, devp, q, info)
-	local be = backend.load(spec, dev, backend.parse_args(args))
+	local be = backend.load(spec, dev, backend.parse_args(args), filters)
 	local bufs = {}
 	for tag = 0, info.depth - 1 do
 		bufs[tag] = C.luablk_handler_buf(h, tag)
 	end
 	local prefix = ("luablk: %s queue %d: backend error: "):format(spec, q)
-	return M.make(be, C.luablk_handler_batch(h), bufs, M.reporter(prefix))
+	return M.make(be, C.luablk_handler_batch(h), bufs, M.reporter(prefix)), M.caps(be)
 end
 
 return M

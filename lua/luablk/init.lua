@@ -84,6 +84,19 @@ local Device = {}
 Device.__index = Device
 M.Device = Device
 
+-- A const char *[] holding list's strings (nil-terminated). Keep the
+-- returned cdata alive while C uses it: it anchors the strings too.
+function M.cstrings(list)
+	list = list or {}
+	local arr = ffi.new("const char *[?]", #list + 1)
+	local keep = {}
+	for i, a in ipairs(list) do
+		keep[i] = tostring(a)
+		arr[i - 1] = keep[i]
+	end
+	return arr, keep
+end
+
 -- Fills a struct luablk_config from a table; returns the cdata and the
 -- Lua values that must stay alive while C holds pointers into them.
 local function make_config(opts)
@@ -103,21 +116,20 @@ local function make_config(opts)
 	cfg.max_io = opts.max_io or cfg.max_io
 	cfg.block_size = opts.block_size or cfg.block_size
 	cfg.dev_id = opts.id or -1
-	if opts.no_pin then
-		cfg.flags = bit.bor(cfg.flags, C.LUABLK_F_NO_PIN)
+	for opt, flag in pairs({ no_pin = C.LUABLK_F_NO_PIN, write_cache = C.LUABLK_F_WRITE_CACHE, fua = C.LUABLK_F_FUA }) do
+		if opts[opt] then
+			cfg.flags = bit.bor(cfg.flags, flag)
+		end
 	end
-	local args = opts.args or {}
-	local argv = ffi.new("const char *[?]", #args + 1)
-	for i, a in ipairs(args) do
-		argv[i - 1] = tostring(a)
-	end
-	cfg.args = argv
-	cfg.argc = #args
-	return cfg, { args, argv, opts.backend }
+	local argv, filters = M.cstrings(opts.args), M.cstrings(opts.filters)
+	cfg.args, cfg.argc = argv, #(opts.args or {})
+	cfg.filters, cfg.nfilters = filters, #(opts.filters or {})
+	return cfg, { argv, filters, opts.backend }
 end
 
 -- Creates and starts a device. opts: backend, size (bytes), and optional
--- queues, depth, max_io, block_size, id, no_pin, args (list of strings).
+-- queues, depth, max_io, block_size, id, no_pin, write_cache, fua,
+-- args (list of strings), filters (list of "NAME:k=v,..." strings).
 -- Returns a Device, or nil, message, errno.
 function M.add(opts)
 	local cfg, anchor = make_config(opts)
@@ -298,6 +310,48 @@ function M.spawn(argv, opts)
 		return failure(pid)
 	end
 	return pid
+end
+
+-- Plain fork(): the child pid, or 0 in the child. Children of a serving
+-- process run IO against its devices; they end with luablk.exit().
+function M.fork()
+	local pid = C.luablk_fork()
+	if pid < 0 then
+		return failure(pid)
+	end
+	return pid
+end
+
+-- Ends the process at once (no Lua or C cleanup), for forked children.
+function M.exit(code)
+	io.stdout:flush()
+	io.stderr:flush()
+	C.luablk_exit(code or 0)
+end
+
+-- Monotonic time in seconds (a double, nanosecond resolution).
+function M.now()
+	return tonumber(C.luablk_now_ns()) / 1e9
+end
+
+function M.sleep(seconds)
+	C.luablk_sleep_ns(seconds * 1e9)
+end
+
+-- Maps region `name` of device `id` (served by any process); returns a
+-- uint8_t pointer and the size. Unmap with luablk.unmap(ptr, size).
+function M.shared_open(id, name)
+	local p = ffi.new("void *[1]")
+	local sz = ffi.new("uint64_t[1]")
+	local rc = C.luablk_shared_open(id, name, p, sz)
+	if rc < 0 then
+		return failure(rc)
+	end
+	return ffi.cast("uint8_t *", p[0]), tonumber(sz[0])
+end
+
+function M.unmap(ptr, size)
+	C.luablk_shared_unmap(ptr, size)
 end
 
 function M.wait(pid)

@@ -35,7 +35,7 @@ function M.integer(s, what, lo, hi)
 end
 
 -- Parses argv (a list) against spec, a table of option name -> kind,
--- where kind is "flag" or "value". Stops at "--": what follows goes to
+-- where kind is "flag", "value" or "list" (repeatable, collected in order). Stops at "--": what follows goes to
 -- `rest`. Returns opts, positional, rest or nil, message.
 function M.parse(argv, spec)
 	local opts, pos, rest = {}, {}, {}
@@ -69,7 +69,12 @@ function M.parse(argv, spec)
 				if v == nil then
 					return nil, ("--%s needs a value"):format(name)
 				end
-				opts[name] = v
+				if kind == "list" then
+					opts[name] = opts[name] or {}
+					table.insert(opts[name], v)
+				else
+					opts[name] = v
+				end
 			end
 		elseif a:match("^%-.") and not a:match("^%-%d") then
 			return nil, ("unknown option %s"):format(a)

@@ -80,6 +80,25 @@ end
 M.pread = whole(C.pread, "pread")
 M.pwrite = whole(C.pwrite, "pwrite")
 
+-- One pread/pwrite system call, no retry: what O_DIRECT tests want, where
+-- a short transfer or an errno is the observation. Returns the count or
+-- nil, "ENAME: ...", errno.
+function M.pread_once(fd, buf, len, off)
+	local n = C.pread(fd, buf, len, off)
+	if n < 0 then
+		return M.fail("pread")
+	end
+	return tonumber(n)
+end
+
+function M.pwrite_once(fd, buf, len, off)
+	local n = C.pwrite(fd, buf, len, off)
+	if n < 0 then
+		return M.fail("pwrite")
+	end
+	return tonumber(n)
+end
+
 function M.fdatasync(fd)
 	if C.fdatasync(fd) < 0 then
 		return M.fail("fdatasync")

@@ -10,30 +10,13 @@ local M = {}
 M.root = os.getenv("LUABLK_ROOT") or "."
 M.luablk_bin = M.root .. "/" .. (os.getenv("LUABLK_BUILD") or "build") .. "/luablk"
 
+local proc = require("luablk.proc")
+
 -- Runs argv; returns exit status, stdout and stderr text.
-function M.run(argv)
-	local out, err = os.tmpname(), os.tmpname()
-	local ofd = assert(posix.open(out, posix.O_WRONLY + posix.O_TRUNC))
-	local efd = assert(posix.open(err, posix.O_WRONLY + posix.O_TRUNC))
-	local status = assert(luablk.execute(argv, { stdout = ofd, stderr = efd }))
-	posix.close(ofd)
-	posix.close(efd)
-	local function slurp(p)
-		local f = assert(io.open(p, "rb"))
-		local s = f:read("*a")
-		f:close()
-		os.remove(p)
-		return s
-	end
-	return status, slurp(out), slurp(err)
-end
+M.run = proc.run
 
 -- Runs argv and fails the test with its stderr unless it exits 0.
-function M.sh(argv)
-	local status, out, err = M.run(argv)
-	assert(status == 0, table.concat(argv, " ") .. " exited " .. tostring(status) .. ": " .. err)
-	return out
-end
+M.sh = proc.check
 
 -- Polls fn every 20 ms for up to `seconds`; returns its first truthy value.
 function M.eventually(seconds, fn)
@@ -56,21 +39,8 @@ function M.open_direct(path)
 	return assert(posix.open(path, posix.O_RDWR + posix.O_DIRECT))
 end
 
-function M.pwrite(fd, buf, len, off)
-	local n = ffi.C.pwrite(fd, buf, len, off)
-	if n < 0 then
-		return posix.fail("pwrite")
-	end
-	return tonumber(n)
-end
-
-function M.pread(fd, buf, len, off)
-	local n = ffi.C.pread(fd, buf, len, off)
-	if n < 0 then
-		return posix.fail("pread")
-	end
-	return tonumber(n)
-end
+M.pwrite = posix.pwrite_once
+M.pread = posix.pread_once
 
 -- A page-aligned buffer filled with a pattern derived from seed.
 function M.pattern(len, seed)

@@ -1,5 +1,6 @@
 -- file: an image file or a block device, through pread/pwrite. Each queue
--- opens its own fd. flush is fdatasync. A regular file shorter than the
+-- opens its own fd. flush is fdatasync, and the device advertises a
+-- volatile write cache so that flushes arrive. A regular file shorter than the
 -- device is extended (sparsely); a shorter block device is refused.
 --
 -- Arguments: path=FILE (or the first bare argument), direct=1 for O_DIRECT.
@@ -31,6 +32,9 @@ return function(dev, args)
 
 	return {
 		fd = fd,
+		-- Writes land in the host's page cache: say so, so that the
+		-- filesystem on top sends FLUSH when it needs durability.
+		caps = { write_cache = true },
 		read_at = function(_, buf, off, len)
 			local n, _, e = posix.pread(fd, buf, len, off)
 			if not n then

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
- * Child processes for harnesses. A process that serves a started ublk
- * device lost it when it spawned a child with CLONE_VM|CLONE_VFORK (what
+ * Child processes for harnesses and helpers. A process that serves a started
+ * ublk device lost it when it spawned a child with CLONE_VM|CLONE_VFORK (what
  * glibc's system(), popen() and posix_spawn do), while plain fork() is
  * safe. So helpers like mkfs run through fork() and execvp() here.
  */
@@ -34,6 +34,18 @@ int luablk_spawn(const char *const *argv, int in_fd, int out_fd, int err_fd)
 		_exit(126);
 	execvp(argv[0], (char *const *)argv);
 	_exit(127);
+}
+
+int luablk_fork(void)
+{
+	pid_t pid = fork();
+
+	return pid < 0 ? lb_fail(-errno, "fork: %s", strerror(errno)) : pid;
+}
+
+void luablk_exit(int code)
+{
+	_exit(code);
 }
 
 int luablk_wait(int pid)

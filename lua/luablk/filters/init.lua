@@ -1,0 +1,93 @@
+-- Filters: backends that wrap a backend, so they stack.
+--
+-- A filter module (luablk/filters/NAME.lua) returns a function
+--   (inner, opts, dev) -> backend table
+-- where inner is the backend table it wraps, opts the table parsed from
+-- "NAME:key=value,key=value", and dev the queue's device object.
+--
+-- From the command line: luablk add mem --filter delay:ms=1 --filter fault:rate=0.1
+-- wraps mem in delay, then that in fault (each --filter wraps the result so
+-- far). From Lua, a backend file can compose them directly:
+--   local f = require("luablk.filters")
+--   return f.fault(f.delay("mem", { ms = 1 }), { op = "write", rate = 0.1 })
+local backend = require("luablk.backend")
+
+local M = {}
+
+-- "fault:op=write,rate=0.1" -> "fault", { op = "write", rate = "0.1" }
+function M.parse(spec)
+	local name, rest = spec:match("^([%w_%-]+):?(.*)$")
+	if not name then
+		return nil, ("bad filter '%s' (expected NAME or NAME:key=value,...)"):format(spec)
+	end
+	local opts = {}
+	for item in rest:gmatch("[^,]+") do
+		local k, v = item:match("^([%a_][%w_]*)=(.*)$")
+		if not k then
+			return nil, ("bad filter option '%s' in '%s' (expected key=value)"):format(item, spec)
+		end
+		opts[k] = v
+	end
+	return name, opts
+end
+
+-- The filter function for a name, or raises a clear error.
+function M.load(name)
+	local modname = "luablk.filters." .. name
+	if not name:match("^[%w_%-]+$") or name == "init" or not package.searchpath(modname, package.path) then
+		error(("unknown filter '%s'"):format(name), 0)
+	end
+	return require(modname)
+end
+
+-- Wraps backend table be in each filter spec of the list, in order.
+function M.apply(be, specs, dev)
+	for _, spec in ipairs(specs) do
+		local name, opts = M.parse(spec)
+		if not name then
+			error(opts, 0)
+		end
+		local ok, wrapped = pcall(M.load(name), be, opts, dev)
+		if not ok then
+			error(("filter '%s': %s"):format(name, tostring(wrapped)), 0)
+		end
+		be = backend.validate(wrapped, name)
+	end
+	return be
+end
+
+-- A new backend table that forwards every method inner has (and only
+-- those, so capabilities stay accurate), with `over` replacing some.
+function M.wrap(inner, over)
+	local be = { caps = inner.caps }
+	for _, m in ipairs({ "read_at", "write_at", "flush", "discard", "write_zeroes" }) do
+		local fn = inner[m]
+		if fn then
+			be[m] = function(_, ...)
+				return fn(inner, ...)
+			end
+		end
+	end
+	for k, v in pairs(over or {}) do
+		be[k] = v
+	end
+	return be
+end
+
+-- Composition from Lua: M.NAME(inner, opts) returns a factory (dev, args)
+-- for use as a backend module's value. inner is a backend name or path,
+-- a factory, or a table.
+setmetatable(M, {
+	__index = function(_, name)
+		local filter = M.load(name)
+		return function(inner, opts)
+			return function(dev, args)
+				local mod = type(inner) == "string" and backend.resolve(inner) or inner
+				local be = backend.instantiate(mod, tostring(inner), dev, args)
+				return backend.validate(filter(be, opts or {}, dev), name)
+			end
+		end
+	end,
+})
+
+return M
