@@ -22,16 +22,18 @@ HEADERS = $(wildcard core/*.h)
 CTEST_SRC = $(wildcard spec/c/test_*.c)
 CTEST_BIN = $(CTEST_SRC:spec/c/%.c=$(BUILD)/%)
 
-.PHONY: all asan test unit kernel-test lint format deps demo bench install clean help
+.PHONY: all asan test unit kernel-test soak lint format deps demo bench install clean help
 
-all: $(BUILD)/luablk $(BUILD)/libluablk.so $(BUILD)/embed-example $(CTEST_BIN)
+all: $(BUILD)/luablk $(BUILD)/libluablk.so $(BUILD)/embed-example $(BUILD)/bench-dispatch $(CTEST_BIN)
 
 help:
 	@echo "make            build $(BUILD)/luablk, libluablk and the C tests"
 	@echo "make asan       the same with AddressSanitizer+UBSan in build-asan/"
 	@echo "make test       every test: unit (no kernel), then real-kernel"
 	@echo "make unit       only the tests that need no kernel"
+	@echo "make soak       the long harness runs (torture 10 min, full stress)"
 	@echo "make demo       a Lua-backed device with ext4 on it (VM if needed)"
+	@echo "make bench      benchmarks: Lua dispatch against the C baselines"
 	@echo "make deps       install the Debian packages everything needs"
 	@echo "make lint       clang-format check and luacheck"
 
@@ -60,6 +62,10 @@ $(BUILD)/luablk: $(BUILD)/obj/cli_main.o $(BUILD)/libluablk.a
 $(BUILD)/embed-example: examples/embed.c $(BUILD)/libluablk.so
 	$(CC) $(ALL_CFLAGS) -o $@ $< -L$(BUILD) -lluablk -Wl,-rpath,'$$ORIGIN' $(LDLIBS)
 
+$(BUILD)/bench-dispatch: scripts/bench/dispatch.c $(BUILD)/libluablk.a
+	$(CC) $(ALL_CFLAGS) -rdynamic -o $@ $< \
+		-Wl,--whole-archive $(BUILD)/libluablk.a -Wl,--no-whole-archive $(LDLIBS)
+
 $(BUILD)/test_%: spec/c/test_%.c spec/c/check.h $(BUILD)/libluablk.a
 	$(CC) $(ALL_CFLAGS) -rdynamic -o $@ $< \
 		-Wl,--whole-archive $(BUILD)/libluablk.a -Wl,--no-whole-archive $(LDLIBS)
@@ -82,6 +88,13 @@ test:
 unit: all
 	scripts/test/run-unit
 
+# The long harness runs (torture for 10 minutes, full stress counts).
+soak:
+	scripts/deps --if-missing
+	$(MAKE) all
+	$(MAKE) asan
+	scripts/test/run-soak
+
 kernel-test: all
 	scripts/test/run-kernel
 
@@ -90,15 +103,21 @@ demo:
 	$(MAKE) all
 	scripts/demo
 
+# Benchmarks: numbers to compare, never pass/fail (see scripts/bench/).
+bench:
+	scripts/deps --if-missing
+	$(MAKE) all
+	scripts/bench/run
+
 deps:
 	scripts/deps
 
 lint:
-	clang-format --dry-run --Werror core/*.c core/*.h spec/c/*.c spec/c/*.h examples/*.c
+	clang-format --dry-run --Werror core/*.c core/*.h spec/c/*.c spec/c/*.h examples/*.c scripts/bench/*.c
 	luacheck -q lua spec scripts examples
 
 format:
-	clang-format -i core/*.c core/*.h spec/c/*.c spec/c/*.h examples/*.c
+	clang-format -i core/*.c core/*.h spec/c/*.c spec/c/*.h examples/*.c scripts/bench/*.c
 
 install: all
 	install -D -m 0755 $(BUILD)/luablk $(DESTDIR)$(PREFIX)/bin/luablk
