@@ -20,6 +20,7 @@
 struct lua_host {
 	lua_State *L;
 	int run_ref; /* registry ref of the batch function */
+	int close_ref; /* registry ref of the backend's close hook */
 };
 
 static char lua_dir_override[PATH_MAX];
@@ -113,7 +114,8 @@ static bool cap(lua_State *L, int idx, const char *name)
 
 /*
  * Calls luablk.dispatch.start(h, dev, q, backend, args, filters) in L,
- * which leaves the batch function and a table of capabilities.
+ * which leaves the batch function, a table of capabilities and the close
+ * hook; leaves the close hook and the batch function on the stack.
  */
 static int load_backend(lua_State *L, struct luablk_handler *h)
 {
@@ -130,15 +132,15 @@ static int load_backend(lua_State *L, struct luablk_handler *h)
 	lua_pushstring(L, dev->cfg.backend);
 	push_list(L, dev->cfg.args, dev->cfg.argc);
 	push_list(L, dev->cfg.filters, dev->cfg.nfilters);
-	if (lua_pcall(L, 6, 2, 0))
+	if (lua_pcall(L, 6, 3, 0))
 		return -1;
-	if (lua_istable(L, -1)) {
-		h->caps.write_cache = cap(L, -1, "write_cache");
-		h->caps.fua = cap(L, -1, "fua");
-		h->caps.discard = cap(L, -1, "discard");
-		h->caps.write_zeroes = cap(L, -1, "write_zeroes");
+	if (lua_istable(L, -2)) {
+		h->caps.write_cache = cap(L, -2, "write_cache");
+		h->caps.fua = cap(L, -2, "fua");
+		h->caps.discard = cap(L, -2, "discard");
+		h->caps.write_zeroes = cap(L, -2, "write_zeroes");
 	}
-	lua_pop(L, 1);
+	lua_remove(L, -2);
 	return 0;
 }
 
@@ -164,6 +166,7 @@ static int lua_init(struct luablk_handler *h)
 		free(host);
 		return ret;
 	}
+	host->close_ref = luaL_ref(host->L, LUA_REGISTRYINDEX);
 	host->run_ref = luaL_ref(host->L, LUA_REGISTRYINDEX);
 	h->priv = host;
 	return 0;
@@ -194,6 +197,11 @@ static void lua_fini(struct luablk_handler *h)
 
 	if (!host)
 		return;
+	/* The backend's close(self), if any; it reports its own errors. */
+	lua_rawgeti(host->L, LUA_REGISTRYINDEX, host->close_ref);
+	if (lua_isfunction(host->L, -1) && lua_pcall(host->L, 0, 0, 0))
+		fprintf(stderr, "luablk: queue %u: close: %s\n", h->q,
+			lua_tostring(host->L, -1));
 	lua_close(host->L);
 	free(host);
 }

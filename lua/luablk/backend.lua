@@ -56,7 +56,7 @@ function M.validate(be, spec)
 			error(("backend '%s' has no %s method"):format(spec, m), 0)
 		end
 	end
-	for _, m in ipairs({ "flush", "discard", "write_zeroes" }) do
+	for _, m in ipairs({ "flush", "discard", "write_zeroes", "close" }) do
 		if be[m] ~= nil and type(be[m]) ~= "function" then
 			error(("backend '%s': %s must be a function"):format(spec, m), 0)
 		end

@@ -119,9 +119,22 @@ function M.caps(be)
 	}
 end
 
+-- The hook the host calls before closing the queue's state: the
+-- backend's close(self), protected and reported like any backend error.
+function M.closer(be, report)
+	return function()
+		if be.close then
+			local ok, err = xpcall(be.close, debug.traceback, be)
+			if not ok then
+				report(err)
+			end
+		end
+	end
+end
+
 -- Entry point from the C host (host.c): loads the backend for queue q of
--- the device, wraps its filters, and returns the batch function and the
--- backend's capabilities.
+-- the device, wraps its filters, and returns the batch function, the
+-- backend's capabilities and its close hook.
 function M.start(h, devp, q, spec, args, filters)
 	local lb = require("luablk")
 	local C = lb.C
@@ -136,7 +149,8 @@ function M.start(h, devp, q, spec, args, filters)
 		bufs[tag] = C.luablk_handler_buf(h, tag)
 	end
 	local prefix = ("luablk: %s queue %d: backend error: "):format(spec, q)
-	return M.make(be, C.luablk_handler_batch(h), bufs, M.reporter(prefix)), M.caps(be)
+	local report = M.reporter(prefix)
+	return M.make(be, C.luablk_handler_batch(h), bufs, report), M.caps(be), M.closer(be, report)
 end
 
 return M

@@ -23,6 +23,7 @@ int kill(int pid, int sig);
 int usleep(unsigned int usec);
 int access(const char *path, int mode);
 int memcmp(const void *a, const void *b, size_t n);
+int madvise(void *addr, size_t len, int advice);
 ]])
 
 local C = ffi.C
@@ -34,6 +35,7 @@ local M = {
 	FALLOC_FL_ZERO_RANGE = 16,
 	BLKGETSIZE64 = 0x80081272, BLKDISCARD = 0x1277,
 	BLKFLSBUF = 0x1261,
+	MADV_REMOVE = 9,
 }
 
 -- Returns nil, "ENAME: what: strerror", errno for the current errno.
@@ -126,6 +128,22 @@ function M.aligned(size, align)
 		error("posix_memalign failed for " .. size .. " bytes")
 	end
 	return ffi.gc(ffi.cast("uint8_t *", p[0]), C.free)
+end
+
+-- Zeroes [p, p+len) of a shared (memfd) mapping. Whole pages in the range
+-- are handed back to the kernel (MADV_REMOVE), which frees their memory
+-- and reads back as zeros; partial pages at the ends are filled.
+function M.zero_shared(p, len)
+	local page = 4096
+	local addr = tonumber(ffi.cast("uintptr_t", p))
+	local first = math.ceil(addr / page) * page
+	local last = math.floor((addr + len) / page) * page
+	if last - first < page or C.madvise(ffi.cast("void *", first), last - first, M.MADV_REMOVE) ~= 0 then
+		ffi.fill(p, len)
+		return
+	end
+	ffi.fill(p, first - addr)
+	ffi.fill(ffi.cast("uint8_t *", last), addr + len - last)
 end
 
 function M.exists(path)

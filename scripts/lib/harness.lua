@@ -99,13 +99,10 @@ function H.report(name, opts, result, lines)
 	local failures = result.failures or {}
 	local ok = #failures == 0
 	if opts.json then
-		local cjson = require("cjson")
 		result.harness = name
 		result.ok = ok
-		if #failures == 0 then
-			result.failures = cjson.empty_array
-		end
-		io.stdout:write(cjson.encode(result), "\n")
+		result.failures = nil
+		io.stdout:write(require("luablk.json").encode_with_list(result, "failures", failures), "\n")
 	else
 		io.stdout:write(("%s: %s\n"):format(name, ok and "PASS" or "FAIL"))
 		for _, l in ipairs(lines or {}) do

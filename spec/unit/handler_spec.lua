@@ -128,4 +128,48 @@ describe("handlers", function()
 		assert.is_nil(dev)
 		assert.matches("positive multiple", err)
 	end)
+
+	it("calls the backend's close hook when the queue's state goes away", function()
+		local path = os.tmpname() .. ".lua"
+		local f = assert(io.open(path, "w"))
+		f:write([[
+			local ffi = require("ffi")
+			return function(dev)
+				local flag = ffi.cast("uint64_t *", dev:shared("closed", 8))
+				return {
+					read_at = function() end,
+					write_at = function() end,
+					close = function() flag[0] = flag[0] + 1 end,
+				}
+			end
+		]])
+		f:close()
+		local dev = assert(create(path, 2 ^ 20))
+		local h = handler(dev, 0)
+		local p = ffi.new("void *[1]")
+		assert.equal(0, C.luablk_dev_shared(dev, "closed", 0, p, nil))
+		local flag = ffi.cast("uint64_t *", p[0])
+		assert.equal(0, tonumber(flag[0]))
+		C.luablk_handler_free(h)
+		assert.equal(1, tonumber(flag[0]))
+		C.luablk_dev_close(dev, 0)
+		os.remove(path)
+	end)
+
+	it("mem discard reads back zeros, partial pages included", function()
+		local dev = assert(create("mem", 2 ^ 20))
+		local h = handler(dev, 0)
+		local _, buf = run_io(h, READ, 0, 0)
+		ffi.fill(buf, 65536, 0x77)
+		assert.equal(65536, (run_io(h, WRITE, 0, 65536)))
+		assert.equal(0, (run_io(h, 3, 1000, 20000))) -- DISCARD
+		assert.equal(65536, (run_io(h, READ, 0, 65536)))
+		assert.equal(0x77, buf[999])
+		for _, i in ipairs({ 1000, 4095, 4096, 12000, 20999 }) do
+			assert.equal(0, buf[i], "byte " .. i)
+		end
+		assert.equal(0x77, buf[21000])
+		C.luablk_handler_free(h)
+		C.luablk_dev_close(dev, 0)
+	end)
 end)

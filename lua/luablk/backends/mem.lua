@@ -1,13 +1,14 @@
 -- mem: a RAM disk. The bytes live in a region shared by every queue's Lua
 -- state, so any queue sees what another wrote. Memory is committed only
--- as it is written.
+-- as it is written, and discard gives it back.
 local ffi = require("ffi")
+local posix = require("luablk.posix")
 
 return function(dev)
 	local mem = dev:shared("mem", dev.size)
 
 	local function zero(_, off, len)
-		ffi.fill(mem + off, len)
+		posix.zero_shared(mem + off, len)
 	end
 
 	return {
