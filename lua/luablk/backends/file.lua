@@ -1,18 +1,19 @@
 -- file: an image file or a block device, through pread/pwrite. Each queue
--- opens its own fd. flush is fdatasync, and the device advertises a
--- volatile write cache so that flushes arrive. A regular file shorter than the
+-- opens its own fd and closes it in close(). flush is fdatasync, and the
+-- device advertises a volatile write cache so that flushes arrive.
+-- Discard and write-zeroes become hole punching on a file and
+-- BLKDISCARD/BLKZEROOUT on a block device. A regular file shorter than the
 -- device is extended (sparsely); a shorter block device is refused.
 --
--- Arguments: path=FILE (or the first bare argument), direct=1 for O_DIRECT.
+-- Arguments: path=FILE (or the first bare argument), direct=1 for O_DIRECT
+-- (IO buffers are page aligned, so any block device accepts them).
 local ffi = require("ffi")
 local posix = require("luablk.posix")
 local errno = require("luablk.errno")
 
-return function(dev, args)
-	local path = args.path or args[1]
-	if not path then
-		error("give the image: luablk add file --size S -- path=FILE", 0)
-	end
+local BLKZEROOUT = 0x127f
+
+local function open(path, args, dev)
 	local flags = posix.O_RDWR
 	if args.direct == "1" then
 		flags = bit.bor(flags, posix.O_DIRECT)
@@ -22,18 +23,62 @@ return function(dev, args)
 		error(err, 0)
 	end
 	local size = posix.size(fd)
-	if size < dev.size then
-		if ffi.C.ftruncate(fd, dev.size) ~= 0 then
-			local _, msg = posix.fail(("%s has %d bytes, fewer than the device's %d"):format(path, size, dev.size))
-			posix.close(fd)
-			error(msg, 0)
+	if size < dev.size and ffi.C.ftruncate(fd, dev.size) ~= 0 then
+		local _, msg = posix.fail(("%s has %d bytes, fewer than the device's %d"):format(path, size, dev.size))
+		posix.close(fd)
+		error(msg, 0)
+	end
+	return fd
+end
+
+-- discard and write_zeroes for a block device: ioctls on a byte range.
+local function block_ops(fd)
+	local range = ffi.new("uint64_t[2]")
+	local function ioctl(req, off, len)
+		range[0], range[1] = off, len
+		if ffi.C.ioctl(fd, req, range) ~= 0 then
+			return -ffi.errno()
 		end
+	end
+	return function(_, off, len)
+		return ioctl(posix.BLKDISCARD, off, len)
+	end, function(_, off, len)
+		return ioctl(BLKZEROOUT, off, len)
+	end
+end
+
+-- discard and write_zeroes for a file: deallocate or zero the range.
+local function file_ops(fd)
+	local function falloc(mode, off, len)
+		if ffi.C.fallocate(fd, mode, off, len) ~= 0 then
+			return -ffi.errno()
+		end
+	end
+	local punch = bit.bor(posix.FALLOC_FL_PUNCH_HOLE, posix.FALLOC_FL_KEEP_SIZE)
+	return function(_, off, len)
+		return falloc(punch, off, len)
+	end, function(_, off, len)
+		return falloc(punch, off, len)
+	end
+end
+
+return function(dev, args)
+	local path = args.path or args[1]
+	if not path then
+		error("give the image: luablk add file --size S -- path=FILE", 0)
+	end
+	local fd = open(path, args, dev)
+	local is_block = ffi.C.ioctl(fd, posix.BLKGETSIZE64, ffi.new("uint64_t[1]")) == 0
+	local discard, write_zeroes
+	if is_block then
+		discard, write_zeroes = block_ops(fd)
+	else
+		discard, write_zeroes = file_ops(fd)
 	end
 
 	return {
-		fd = fd,
-		-- Writes land in the host's page cache: say so, so that the
-		-- filesystem on top sends FLUSH when it needs durability.
+		-- Writes land in a page cache or a device cache: say so, so that
+		-- the filesystem on top sends FLUSH when it needs durability.
 		caps = { write_cache = true },
 		read_at = function(_, buf, off, len)
 			local n, _, e = posix.pread(fd, buf, len, off)
@@ -41,7 +86,10 @@ return function(dev, args)
 				return -e
 			end
 			if n < len then
-				ffi.fill(buf + n, len - n)
+				if is_block then
+					return -errno.EIO
+				end
+				ffi.fill(buf + n, len - n) -- past the end of a file
 			end
 		end,
 		write_at = function(_, buf, off, len)
@@ -58,6 +106,11 @@ return function(dev, args)
 			if not ok then
 				return -e
 			end
+		end,
+		discard = discard,
+		write_zeroes = write_zeroes,
+		close = function()
+			posix.close(fd)
 		end,
 	}
 end
