@@ -241,8 +241,10 @@ static int open_char_dev(struct luablk_dev *dev)
 	/* udev may still be creating or chmod-ing the node: retry briefly. */
 	for (int i = 0; i < 200; i++) {
 		dev->char_fd = open(path, O_RDWR | O_CLOEXEC);
-		if (dev->char_fd >= 0)
+		if (dev->char_fd >= 0) {
+			lb_fork_guard_add(dev->char_fd);
 			return 0;
+		}
 		if (errno != ENOENT && errno != EACCES)
 			break;
 		usleep(5000);
@@ -299,6 +301,7 @@ static int teardown(struct luablk_dev *dev, uint32_t flags)
 			lb_queue_release(&dev->queues[q]);
 	}
 	if (dev->char_fd >= 0) {
+		lb_fork_guard_remove(dev->char_fd);
 		close(dev->char_fd);
 		dev->char_fd = -1;
 	}

@@ -142,6 +142,13 @@ struct luablk_dev {
 /* device.c: called by a queue thread when it leaves its loop. */
 void lb_dev_queue_exited(struct luablk_dev *dev, bool on_its_own);
 
+/*
+ * fork_guard.c: fds closed in every fork() child, so that children of a
+ * serving process do not keep its rings and char device alive.
+ */
+void lb_fork_guard_add(int fd);
+void lb_fork_guard_remove(int fd);
+
 /* Finds the directory holding luablk/init.lua; writes it into buf. */
 int lb_find_lua_dir(char *buf, size_t len);
 /*

@@ -100,6 +100,9 @@ static int ring_setup(struct lb_queue *q, struct io_uring *ring)
 		return lb_fail(ret, "queue %u: register char fd: %s", q->q,
 			       strerror(-ret));
 	}
+	/* A forked child must not keep the ring alive (fork_guard.c). */
+	io_uring_ring_dontfork(ring);
+	lb_fork_guard_add(ring->ring_fd);
 	return 0;
 }
 
@@ -115,6 +118,8 @@ static int map_descs(struct lb_queue *q)
 	if (p == MAP_FAILED)
 		return lb_fail(-errno, "queue %u: mmap IO descriptors: %s",
 			       q->q, strerror(errno));
+	/* The mapping pins the char device: keep it out of children. */
+	madvise(p, q->descs_len, MADV_DONTFORK);
 	q->descs = p;
 	return 0;
 }
@@ -243,8 +248,10 @@ static void *queue_main(void *arg)
 		ret = map_descs(q);
 		if (ret == 0)
 			ret = arm(q, ring);
-		if (ret < 0)
+		if (ret < 0) {
+			lb_fork_guard_remove(ring->ring_fd);
 			io_uring_queue_exit(ring);
+		}
 	}
 	if (ret < 0) {
 		free(q->ring);
@@ -296,6 +303,7 @@ void lb_queue_release(struct lb_queue *q)
 		q->thread_started = false;
 	}
 	if (q->ring) {
+		lb_fork_guard_remove(((struct io_uring *)q->ring)->ring_fd);
 		io_uring_queue_exit(q->ring);
 		free(q->ring);
 		q->ring = NULL;
