@@ -445,6 +445,9 @@ static void wait_signals(sigset_t *set)
 	sigaddset(set, SIGINT);
 	sigaddset(set, SIGTERM);
 	sigaddset(set, SIGHUP);
+	/* The fault filter's flag: `luablk add` turns it on and off. */
+	sigaddset(set, SIGUSR1);
+	sigaddset(set, SIGUSR2);
 }
 
 int luablk_signals_block(void)

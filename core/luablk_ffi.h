@@ -271,9 +271,10 @@ int luablk_atomic_cas(uint64_t *p, uint64_t expected, uint64_t desired);
 int luablk_wait(int pid);
 
 /*
- * Blocks SIGINT, SIGTERM and SIGHUP in the calling thread, so that they are
- * queued for luablk_dev_wait() instead of killing the process. Call it
- * before luablk_dev_start() in a process that serves in the foreground.
+ * Blocks SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 in the calling
+ * thread, so that they are queued for luablk_dev_wait() instead of killing
+ * the process. Call it before luablk_dev_start() in a process that serves
+ * in the foreground.
  */
 int luablk_signals_block(void);
 

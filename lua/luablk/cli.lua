@@ -17,6 +17,13 @@ usage: luablk COMMAND [ARGS]
   del ID|--all [--async]            delete devices
   features [--json]                 what the running kernel supports
   run SCRIPT.lua [ARGS...]          run a Lua script with luablk loaded
+  stats ID [--name N] [--interval S] [--json]
+        counters of a device's stats filter, then a live rate over S
+        seconds (default 1)
+  fault ID [on|off] [--name N] [--log] [--json]
+        turn a device's fault flag on or off, or show the fault filter's
+        state (--log: every IO it failed); SIGUSR1 and SIGUSR2 to the
+        `add` process turn the flag on and off too
   help                              this text
 ]]
 
@@ -98,6 +105,20 @@ function M.add_options(argv)
 	return opts
 end
 
+local SIGUSR1, SIGUSR2 = 10, 12
+
+-- SIGUSR1 turns the device's fault flag on, SIGUSR2 off (filters/fault.lua).
+local function fault_signal(dev, sig)
+	local on = sig == SIGUSR1
+	local name = on and "SIGUSR1" or "SIGUSR2"
+	local ok, err = require("luablk.filters.fault").set(dev, on)
+	if ok then
+		io.stderr:write(("luablk: %s: fault flag %s\n"):format(name, on and "on" or "off"))
+	else
+		io.stderr:write(("luablk: %s ignored: %s\n"):format(name, err))
+	end
+end
+
 local function cmd_add(argv)
 	local opts, err = M.add_options(argv)
 	if not opts then
@@ -132,6 +153,8 @@ local function cmd_add(argv)
 		sig, err = dev:wait(-1)
 		if sig == 1 then
 			io.stderr:write("luablk: SIGHUP ignored (live reload is not available yet)\n")
+		elseif sig == SIGUSR1 or sig == SIGUSR2 then
+			fault_signal(dev, sig)
 		elseif sig == 0 then
 			io.stderr:write("luablk: device stopped by someone else\n")
 			break
@@ -227,8 +250,7 @@ local function cmd_features(argv)
 		return fail(human(raw))
 	end
 	if o.json then
-		local cjson = json()
-		io.stdout:write(cjson.encode({ features = #names > 0 and names or cjson.empty_array, raw = raw }), "\n")
+		io.stdout:write(require("luablk.json").encode_with_list({ raw = raw }, "features", names), "\n")
 	else
 		for _, n in ipairs(names) do
 			io.stdout:write(n, "\n")
@@ -265,12 +287,172 @@ local function cmd_run(argv)
 	return type(res) == "number" and res or 0
 end
 
+-- "device ID: what went wrong", unless the message names the device.
+local function about(id, err)
+	err = human(err)
+	if err:match("^device %d+ ") then
+		return err
+	end
+	return ("device %d: %s"):format(id, err)
+end
+
+-- The device id argument of stats and fault.
+local function device_id(pos, cmd, extra)
+	if #pos < 1 or #pos > 1 + (extra or 0) then
+		return nil, ("%s needs a device ID (see luablk help)"):format(cmd)
+	end
+	return options.integer(pos[1], "ID", 0, 2 ^ 20 - 1)
+end
+
+local function fmt_bytes(n)
+	for _, u in ipairs({ { 2 ^ 40, "TiB" }, { 2 ^ 30, "GiB" }, { 2 ^ 20, "MiB" }, { 2 ^ 10, "KiB" } }) do
+		if n >= u[1] then
+			return ("%.1f %s"):format(n / u[1], u[2])
+		end
+	end
+	return ("%d B"):format(n)
+end
+
+local STAT_OPS = { "read", "write", "flush", "discard", "write_zeroes" }
+
+local function stats_text(id, s, live)
+	local stats = require("luablk.filters.stats")
+	local plural = s.queues == 1 and "" or "s"
+	local out = { ("device %d: %d queue%s, counting for %.1f s"):format(id, s.queues, plural, s.uptime_s) }
+	local head = { "op", "ios", "bytes", "errors", "avg_us", "p50_us", "p99_us" }
+	out[#out + 1] = ("%-13s %10s %11s %8s %9s %9s %9s"):format(unpack(head))
+	for _, op in ipairs(STAT_OPS) do
+		local t = s.ops[op]
+		local function us(v)
+			return v and ("%.1f"):format(v / 1e3) or "-"
+		end
+		out[#out + 1] = ("%-13s %10d %11s %8d %9s %9s %9s"):format(
+			op,
+			t.count,
+			fmt_bytes(t.bytes),
+			t.errors,
+			us(t.count > 0 and t.lat_ns / t.count or nil),
+			us(stats.percentile(t.hist, 0.5)),
+			us(stats.percentile(t.hist, 0.99))
+		)
+	end
+	out[#out + 1] = ("live: %.0f IOPS, %.2f MiB/s, %.1f errors/s (over %.1f s)"):format(
+		live.iops,
+		live.mib_s,
+		live.errors_s,
+		live.interval_s
+	)
+	return table.concat(out, "\n") .. "\n"
+end
+
+-- luablk stats ID: reads the stats region twice, interval apart.
+local function cmd_stats(argv)
+	local o, pos = options.parse(argv, { json = "flag", name = "value", interval = "value" })
+	if not o then
+		return fail(pos, 2)
+	end
+	local id, err = device_id(pos, "stats")
+	if not id then
+		return fail(err, 2)
+	end
+	local interval = tonumber(o.interval or "1")
+	if not interval or interval < 0.1 or interval > 3600 then
+		return fail("--interval must be between 0.1 and 3600 seconds", 2)
+	end
+	local luablk, stats = require("luablk"), require("luablk.filters.stats")
+	local a
+	a, err = stats.read(id, o.name)
+	if not a then
+		return fail(about(id, err))
+	end
+	local t0 = luablk.now()
+	luablk.sleep(interval)
+	local b
+	b, err = stats.read(id, o.name)
+	if not b then
+		return fail(about(id, err))
+	end
+	local live = stats.rates(a, b, luablk.now() - t0)
+	if o.json then
+		b.id, b.live = id, live
+		io.stdout:write(json().encode(b), "\n")
+	else
+		io.stdout:write(stats_text(id, b, live))
+	end
+	return 0
+end
+
+local function fault_text(id, on, st, log)
+	local flag = on and "on" or "off"
+	local out = {
+		("device %d: fault flag %s; %d IOs failed, %d counted for nth/after"):format(id, flag, st.failed, st.matched),
+	}
+	if st.lost > 0 then
+		out[#out + 1] = ("(the log keeps the last %d; %d older ones are gone)"):format(st.capacity, st.lost)
+	end
+	local errno = require("luablk.errno")
+	for _, r in ipairs(log or {}) do
+		local e = errno.name(r.errno)
+		out[#out + 1] = ("%8d %-12s off %d len %d %s queue %d"):format(r.seq, r.op, r.off, r.len, e, r.queue)
+	end
+	return table.concat(out, "\n") .. "\n"
+end
+
+-- luablk fault ID [on|off]: flips the flag (fault.ctl), or shows state.
+local function cmd_fault(argv)
+	local o, pos = options.parse(argv, { json = "flag", name = "value", log = "flag" })
+	if not o then
+		return fail(pos, 2)
+	end
+	local id, err = device_id(pos, "fault", 1)
+	if not id then
+		return fail(err, 2)
+	end
+	local action = pos[2]
+	if action and action ~= "on" and action ~= "off" then
+		return fail(("fault: expected on or off, not '%s'"):format(action), 2)
+	end
+	local fault = require("luablk.filters.fault")
+	if action then
+		local ok
+		ok, err = fault.set(id, action == "on")
+		if not ok then
+			return fail(about(id, err))
+		end
+	end
+	local on
+	on, err = fault.get(id)
+	if on == nil then
+		return fail(about(id, err))
+	end
+	local st, log
+	st, err = fault.state(id, o.name)
+	if st and o.log then
+		log, err = fault.log(id, o.name)
+	end
+	if not st or (o.log and not log) then
+		return fail(about(id, err))
+	end
+	if o.json then
+		st.id, st.flag = id, on
+		if o.log then
+			st.log = log -- lua-cjson 2.1.0 writes an empty one as {}
+		end
+		io.stdout:write(json().encode(st), "\n")
+	else
+		io.stdout:write(fault_text(id, on, st, log))
+	end
+	return 0
+end
+
 local COMMANDS = {
 	add = cmd_add,
 	list = cmd_list,
 	del = cmd_del,
 	features = cmd_features,
 	run = cmd_run,
+	stats = cmd_stats,
+	fault = cmd_fault,
 }
 
 function M.main(argv)

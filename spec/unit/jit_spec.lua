@@ -91,7 +91,10 @@ describe("JIT health", function()
 				loop_compiled = loop_compiled or src:find("luablk/dispatch.lua", 1, true) ~= nil
 			end
 			assert.is_true(loop_compiled, "no compiled trace in dispatch.lua")
-			assert.is_true(per_io < 0.01, "heap bytes per IO: " .. per_io)
+			-- Any allocation per IO costs at least 16 bytes (the smallest
+			-- GC object); under 1 byte per IO on average tolerates a
+			-- one-off allocation somewhere in the run but no per-IO one.
+			assert.is_true(per_io < 1, "heap bytes per IO: " .. per_io)
 		end)
 	end
 end)

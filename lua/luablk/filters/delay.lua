@@ -1,0 +1,105 @@
+-- delay: adds latency to chosen operations before passing them on.
+--
+--   --filter delay:ms=1                 1 ms before every IO
+--   --filter delay:op=write,min=0.5,max=5,seed=3
+--
+-- Options: ms= (fixed), or min= and max= (uniform, drawn from a seeded
+-- RNG per queue); milliseconds, fractions allowed. op= as for fault
+-- (default all). seed= (default 1).
+--
+-- The queue thread itself sleeps (luablk_sleep_ns), so the IOs of one
+-- queue are delayed one after another: ms=1 caps a queue near 1000 IOs
+-- per second whatever the depth. That models a device that serves one
+-- request at a time; add queues for concurrency.
+local fault = require("luablk.filters.fault")
+local C = require("luablk").C
+
+local M = {
+	-- How the filter sleeps, read when it is built: specs swap in a recorder.
+	sleep = C.luablk_sleep_ns,
+}
+
+local KNOWN = { "op", "ms", "min", "max", "seed" }
+
+local function parse(opts)
+	fault.check_keys("delay", opts, KNOWN)
+	local cfg = {
+		ops = fault.parse_ops(opts.op),
+		ms = fault.number(opts, "ms", nil, 0, 3600e3),
+		min = fault.number(opts, "min", nil, 0, 3600e3),
+		max = fault.number(opts, "max", nil, 0, 3600e3),
+		seed = fault.number(opts, "seed", 1, 0, 2 ^ 53),
+	}
+	if cfg.ms and (cfg.min or cfg.max) then
+		error("give either ms= or min= and max=, not both", 0)
+	end
+	if not cfg.ms then
+		if not (cfg.min and cfg.max) then
+			error("give ms= (fixed) or min= and max= (random), in milliseconds", 0)
+		end
+		if cfg.max < cfg.min then
+			error(("max= (%s) is below min= (%s)"):format(cfg.max, cfg.min), 0)
+		end
+	end
+	return cfg
+end
+
+local function new(inner, opts, dev)
+	local cfg = parse(opts or {})
+	local sleep = M.sleep
+	local base, span = (cfg.ms or cfg.min) * 1e6, cfg.ms and 0 or (cfg.max - cfg.min) * 1e6
+	local random = fault.rng(cfg.seed, dev.queue or 0)
+
+	local function wait()
+		local ns = base
+		if span > 0 then
+			ns = ns + random() * span
+		end
+		if ns >= 1 then
+			sleep(ns)
+		end
+	end
+
+	local be = { caps = inner.caps }
+	local ops, read_at, write_at = cfg.ops, inner.read_at, inner.write_at
+	local slow_read, slow_write = ops.read, ops.write
+	be.read_at = function(_, buf, off, len, flags)
+		if slow_read then
+			wait()
+		end
+		return read_at(inner, buf, off, len, flags)
+	end
+	be.write_at = function(_, buf, off, len, flags)
+		if slow_write then
+			wait()
+		end
+		return write_at(inner, buf, off, len, flags)
+	end
+	if inner.flush then
+		local flush, slow = inner.flush, ops.flush
+		be.flush = function()
+			if slow then
+				wait()
+			end
+			return flush(inner)
+		end
+	end
+	for _, name in ipairs({ "discard", "write_zeroes" }) do
+		local fn, slow = inner[name], ops[name]
+		if fn then
+			be[name] = function(_, off, len)
+				if slow then
+					wait()
+				end
+				return fn(inner, off, len)
+			end
+		end
+	end
+	return be
+end
+
+return setmetatable(M, {
+	__call = function(_, inner, opts, dev)
+		return new(inner, opts, dev)
+	end,
+})
