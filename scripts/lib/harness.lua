@@ -119,6 +119,9 @@ end
 -- Forks a child that runs fn(...) and exits with its return value (0 if
 -- it returns nothing, 1 if it raises). Returns the pid.
 function H.fork(fn, ...)
+	-- Unflushed output would be written once by each process.
+	io.stdout:flush()
+	io.stderr:flush()
 	local pid = assert(luablk.fork())
 	if pid == 0 then
 		local ok, code = xpcall(fn, debug.traceback, ...)
