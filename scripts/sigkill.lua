@@ -47,23 +47,7 @@ local o = H.options(NAME, {
 	seed = { "number", nil, "random seed; without it one is taken from the clock" },
 }, arg)
 
--- The progress line, except under --json (stdout carries only the report).
-local function progress(...)
-	if not o.json then
-		H.progress(...)
-	end
-end
-
-local function progress_done()
-	if not o.json then
-		H.progress_done()
-	end
-end
-
-local function die(msg)
-	io.stderr:write(NAME, ": ", msg, "\n")
-	os.exit(2)
-end
+local progress, progress_done, die = H.progress, H.progress_done, H.die
 
 if type(o.rounds) ~= "number" or o.rounds % 1 ~= 0 or o.rounds < 1 or o.rounds > 1e6 then
 	die("--rounds must be a whole number from 1 to 1000000")

@@ -65,29 +65,9 @@ local o = H.options(NAME, {
 	seed = { "number", nil, "random seed; without it one is taken from the clock" },
 }, arg)
 
--- The progress line, except under --json (stdout carries only the report).
-local function progress(...)
-	if not o.json then
-		H.progress(...)
-	end
-end
+local progress, progress_done, die = H.progress, H.progress_done, H.die
 
-local function progress_done()
-	if not o.json then
-		H.progress_done()
-	end
-end
-
-local function die(msg)
-	io.stderr:write(NAME, ": ", msg, "\n")
-	os.exit(2)
-end
-
-local function count(v, what, lo, hi)
-	if type(v) ~= "number" or v % 1 ~= 0 or v < lo or v > hi then
-		die(("--%s must be a whole number from %d to %d"):format(what, lo, hi))
-	end
-end
+local count = H.whole
 
 local function validate()
 	count(o.cycles, "cycles", 0, 1e7)

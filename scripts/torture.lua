@@ -45,30 +45,9 @@ local o = H.options(NAME, {
 	["self-test"] = { "flag", false, "check that planted corruption and a dead worker are caught" },
 }, arg)
 
--- The progress line, except under --json (stdout carries only the report).
-local function progress(...)
-	if not o.json then
-		H.progress(...)
-	end
-end
+local progress, progress_done, die = H.progress, H.progress_done, H.die
 
-local function progress_done()
-	if not o.json then
-		H.progress_done()
-	end
-end
-
-local function die(msg)
-	io.stderr:write(NAME, ": ", msg, "\n")
-	os.exit(2)
-end
-
-local function whole(v, what, lo, hi)
-	if type(v) ~= "number" or v % 1 ~= 0 or v < lo or v > hi then
-		die(("--%s must be a whole number from %d to %d"):format(what, lo, hi))
-	end
-	return v
-end
+local whole = H.whole
 
 -- Checks the options that H.options leaves to us; dies with one line.
 local function validate()

@@ -31,6 +31,32 @@ function M.collector()
 	end
 end
 
+-- The `dev` a backend or filter factory receives, without a kernel: real
+-- zero-filled memory per shared region name. Queues of one device share
+-- o.regions. o: size, block_size, queues, queue, regions.
+local anchor = {} -- filters keep raw pointers: the memory must stay alive
+function M.fake_dev(o)
+	local regions = o.regions or {}
+	local dev = {
+		size = o.size or 2 ^ 20,
+		block_size = o.block_size or 512,
+		queues = o.queues or 1,
+		queue = o.queue or 0,
+		regions = regions,
+	}
+	function dev.shared(_, name, rsize)
+		if not regions[name] then
+			if not rsize or rsize == 0 then
+				error("no shared region '" .. name .. "'")
+			end
+			regions[name] = ffi.new("uint8_t[?]", rsize)
+			anchor[#anchor + 1] = regions[name]
+		end
+		return ffi.cast("uint8_t *", regions[name])
+	end
+	return dev
+end
+
 function M.tmpname()
 	local p = os.tmpname()
 	return p

@@ -49,6 +49,7 @@ function H.options(name, spec, argv)
 		die("unexpected argument '" .. pos[1] .. "'")
 	end
 	local out = { json = o.json, positional = pos }
+	H.name, H.json = name, o.json
 	for k, s in pairs(spec) do
 		local v = o[k]
 		if v == nil then
@@ -76,18 +77,33 @@ function H.duration(s)
 	return tonumber(n) * ({ [""] = 1, s = 1, m = 60, h = 3600 })[unit]
 end
 
+-- One line on stderr and exit 2: the harness's answer to bad options.
+function H.die(msg)
+	io.stderr:write(H.name or "harness", ": ", msg, "\n")
+	os.exit(2)
+end
+
+-- Checks that option --what holds a whole number in [lo, hi]; returns it.
+function H.whole(v, what, lo, hi)
+	if type(v) ~= "number" or v % 1 ~= 0 or v < lo or v > hi then
+		H.die(("--%s must be a whole number from %d to %d"):format(what, lo, hi))
+	end
+	return v
+end
+
 local tty = ffi.C.isatty(1) == 1
 
--- Rewrites one status line in place on a terminal; silent otherwise.
+-- Rewrites one status line in place on a terminal; silent otherwise, and
+-- under --json, where stdout carries only the report.
 function H.progress(fmt, ...)
-	if tty then
+	if tty and not H.json then
 		io.stdout:write("\r", fmt:format(...), "\027[K")
 		io.stdout:flush()
 	end
 end
 
 function H.progress_done()
-	if tty then
+	if tty and not H.json then
 		io.stdout:write("\r\027[K")
 	end
 end

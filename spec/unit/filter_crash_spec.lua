@@ -2,6 +2,7 @@
 -- what reaches durable storage (the inner backend) on flush, FUA and
 -- crash, and that a crashed device fails everything.
 local ffi = require("ffi")
+local h = require("helpers")
 local luablk = require("luablk")
 local errno = require("luablk.errno")
 local crash = require("luablk.filters.crash")
@@ -11,23 +12,9 @@ local BS = 512
 local FUA = luablk.C.LUABLK_IO_F_FUA
 local EIO = -errno.EIO
 
-local ANCHOR = {}
 
 local function fake_dev(size, queues)
-	local regions = {}
-	local dev = { size = size, block_size = BS, queues = queues or 1, queue = 0 }
-	function dev.shared(_, name, rsize)
-		if not regions[name] then
-			if not rsize or rsize == 0 then
-				error("no shared region '" .. name .. "'")
-			end
-			regions[name] = ffi.new("uint8_t[?]", rsize)
-			-- Filters keep raw pointers: the memory must outlive the dev table.
-			ANCHOR[#ANCHOR + 1] = regions[name]
-		end
-		return ffi.cast("uint8_t *", regions[name])
-	end
-	return dev
+	return h.fake_dev({ size = size, block_size = BS, queues = queues })
 end
 
 -- Durable storage: a RAM disk that counts flushes and can be told to fail.

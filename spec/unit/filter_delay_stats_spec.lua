@@ -1,27 +1,14 @@
 -- The delay filter's sleeps (recorded, not timed) and the stats filter's
 -- counters, histogram and the readings `luablk stats` prints.
 local ffi = require("ffi")
+local h = require("helpers")
 local errno = require("luablk.errno")
 local delay = require("luablk.filters.delay")
 local stats = require("luablk.filters.stats")
 
-local ANCHOR = {}
 
 local function fake_dev(q, regions, queues)
-	regions = regions or {}
-	local dev = { size = 2 ^ 20, queue = q or 0, queues = queues or 1 }
-	function dev.shared(_, name, rsize)
-		if not regions[name] then
-			if not rsize or rsize == 0 then
-				error("no shared region '" .. name .. "'")
-			end
-			regions[name] = ffi.new("uint8_t[?]", rsize)
-			-- Filters keep raw pointers: the memory must outlive the dev table.
-			ANCHOR[#ANCHOR + 1] = regions[name]
-		end
-		return ffi.cast("uint8_t *", regions[name])
-	end
-	return dev
+	return h.fake_dev({ queue = q, regions = regions, queues = queues })
 end
 
 local function inner()

@@ -2,6 +2,7 @@
 -- fixed by the seed), with what errno, the log it keeps, the flag, and
 -- the same through the real handler path with command-line options.
 local ffi = require("ffi")
+local helpers = require("helpers")
 local luablk = require("luablk")
 local errno = require("luablk.errno")
 local fault = require("luablk.filters.fault")
@@ -9,25 +10,9 @@ local C = luablk.C
 
 local KiB = 1024
 
--- A backend `dev` with real zero-filled regions per name; queue q of a
--- device whose queues share `regions`.
-local ANCHOR = {}
 
 local function fake_dev(size, q, regions, queues)
-	regions = regions or {}
-	local dev = { size = size, block_size = 512, queues = queues or 1, queue = q or 0, regions = regions }
-	function dev.shared(_, name, rsize)
-		if not regions[name] then
-			if not rsize or rsize == 0 then
-				error("no shared region '" .. name .. "'")
-			end
-			regions[name] = ffi.new("uint8_t[?]", rsize)
-			-- Filters keep raw pointers: the memory must outlive the dev table.
-			ANCHOR[#ANCHOR + 1] = regions[name]
-		end
-		return ffi.cast("uint8_t *", regions[name])
-	end
-	return dev
+	return helpers.fake_dev({ size = size, queue = q, regions = regions, queues = queues })
 end
 
 -- A RAM backend that counts the calls that reach it.

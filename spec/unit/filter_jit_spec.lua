@@ -1,7 +1,6 @@
 -- Filters sit on the per-IO path: stacked under the dispatch loop they
 -- must compile (no trace aborts in luablk's code in steady state) and
 -- must not grow the Lua heap per IO.
-local ffi = require("ffi")
 local jit = require("jit")
 local jutil = require("jit.util")
 local vmdef = require("jit.vmdef")
@@ -12,20 +11,9 @@ local h = require("helpers")
 local READ, WRITE, FLUSH = 0, 1, 2
 local SIZE = 2 ^ 22
 
-local ANCHOR = {}
 
 local function fake_dev()
-	local regions = {}
-	local dev = { size = SIZE, block_size = 512, queues = 1, queue = 0 }
-	function dev.shared(_, name, rsize)
-		if not regions[name] then
-			regions[name] = ffi.new("uint8_t[?]", rsize)
-			-- Filters keep raw pointers: the memory must outlive the dev table.
-			ANCHOR[#ANCHOR + 1] = regions[name]
-		end
-		return ffi.cast("uint8_t *", regions[name])
-	end
-	return dev
+	return h.fake_dev({ size = SIZE })
 end
 
 -- Trace aborts in luablk's own code, per phase.
