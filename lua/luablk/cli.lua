@@ -16,6 +16,7 @@ usage: luablk COMMAND [ARGS]
   list [--json]                     devices on this machine
   del ID|--all [--async]            delete devices
   features [--json]                 what the running kernel supports
+  crash ID [--json]                 cut the power of a device's crash filter
   run SCRIPT.lua [ARGS...]          run a Lua script with luablk loaded
   stats ID [--name N] [--interval S] [--json]
         counters of a device's stats filter, then a live rate over S
@@ -399,6 +400,36 @@ local function fault_text(id, on, st, log)
 end
 
 -- luablk fault ID [on|off]: flips the flag (fault.ctl), or shows state.
+-- luablk crash ID [--json]: cuts the power of a device's crash filter
+-- and prints what it lost.
+local function cmd_crash(argv)
+	local o, pos = options.parse(argv, { json = "flag" })
+	if not o then
+		return fail(pos, 2)
+	end
+	local id, err = device_id(pos, "crash")
+	if not id then
+		return fail(err, 2)
+	end
+	local crash = require("luablk.filters.crash")
+	local ok
+	ok, err = crash.crash(id)
+	if not ok then
+		return fail(about(id, err))
+	end
+	local st = assert(crash.state(id))
+	if o.json then
+		io.stdout:write(json().encode(st), "\n")
+	else
+		io.stdout:write(("device %d: power cut; %d unflushed blocks lost, %d flushes before it\n"):format(
+			id,
+			tonumber(st.lost_at_crash),
+			tonumber(st.flushes)
+		))
+	end
+	return 0
+end
+
 local function cmd_fault(argv)
 	local o, pos = options.parse(argv, { json = "flag", name = "value", log = "flag" })
 	if not o then
@@ -453,6 +484,7 @@ local COMMANDS = {
 	run = cmd_run,
 	stats = cmd_stats,
 	fault = cmd_fault,
+	crash = cmd_crash,
 }
 
 function M.main(argv)
