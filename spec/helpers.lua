@@ -57,6 +57,57 @@ function M.fake_dev(o)
 	return dev
 end
 
+-- JIT checks. A watcher records, per phase, trace aborts in luablk's own
+-- code and the sources of completed traces.
+function M.trace_watcher()
+	local jutil = require("jit.util")
+	local vmdef = require("jit.vmdef")
+	local w = { phase = "warmup", aborts = { warmup = {}, steady = {} }, stopped = {} }
+	function w.cb(what, _, func, pc, otr, oex)
+		local info = jutil.funcinfo(func, pc)
+		if not (info.source and info.source:find("luablk/", 1, true)) then
+			return
+		end
+		if what == "abort" then
+			local why = tostring(vmdef.traceerr[otr] or otr):format(oex)
+			table.insert(w.aborts[w.phase], info.loc .. ": " .. why)
+		elseif what == "stop" then
+			w.stopped[#w.stopped + 1] = info.source
+		end
+	end
+	return w
+end
+
+-- Runs turn() `warm` times, then `steady` times with w recording the
+-- steady phase, then weighs the Lua heap over `rounds` more turns with
+-- the watcher detached (it allocates on trace events). Returns the heap
+-- bytes allocated per turn.
+function M.steady_heap(w, turn, warm, steady, rounds)
+	local jit = require("jit")
+	jit.flush()
+	jit.attach(w.cb, "trace")
+	local ok, err = pcall(function()
+		for _ = 1, warm do
+			turn()
+		end
+		w.phase = "steady"
+		for _ = 1, steady do
+			turn()
+		end
+	end)
+	jit.attach(w.cb)
+	assert(ok, err)
+	collectgarbage()
+	collectgarbage("stop")
+	local before = collectgarbage("count")
+	for _ = 1, rounds do
+		turn()
+	end
+	local growth = (collectgarbage("count") - before) * 1024
+	collectgarbage("restart")
+	return growth / rounds
+end
+
 function M.tmpname()
 	local p = os.tmpname()
 	return p

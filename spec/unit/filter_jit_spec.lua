@@ -1,9 +1,6 @@
 -- Filters sit on the per-IO path: stacked under the dispatch loop they
 -- must compile (no trace aborts in luablk's code in steady state) and
 -- must not grow the Lua heap per IO.
-local jit = require("jit")
-local jutil = require("jit.util")
-local vmdef = require("jit.vmdef")
 local dispatch = require("luablk.dispatch")
 local backend = require("luablk.backend")
 local h = require("helpers")
@@ -16,18 +13,6 @@ local function fake_dev()
 	return h.fake_dev({ size = SIZE })
 end
 
--- Trace aborts in luablk's own code, per phase.
-local function watcher()
-	local w = { phase = "warmup", aborts = { warmup = {}, steady = {} } }
-	function w.cb(what, _, func, pc, otr, oex)
-		local info = jutil.funcinfo(func, pc)
-		if what == "abort" and info.source and info.source:find("luablk/", 1, true) then
-			local why = tostring(vmdef.traceerr[otr] or otr):format(oex)
-			table.insert(w.aborts[w.phase], info.loc .. ": " .. why)
-		end
-	end
-	return w
-end
 
 -- Runs batches mixing reads, writes (some FUA) and, every flush_every
 -- batches, a flush through the filter chain; returns heap bytes per IO
@@ -50,24 +35,7 @@ local function run_chain(filters, w, flush_every)
 		end
 		run(depth)
 	end
-	for _ = 1, 150 do
-		turn()
-	end
-	w.phase = "steady"
-	for _ = 1, 300 do
-		turn()
-	end
-	jit.attach(w.cb)
-	collectgarbage()
-	collectgarbage("stop")
-	local before = collectgarbage("count")
-	local rounds = 1000
-	for _ = 1, rounds do
-		turn()
-	end
-	local growth = (collectgarbage("count") - before) * 1024
-	collectgarbage("restart")
-	return growth / (rounds * depth)
+	return h.steady_heap(w, turn, 150, 300, 1000) / depth
 end
 
 describe("JIT health of filters", function()
@@ -96,12 +64,8 @@ describe("JIT health of filters", function()
 	for _, c in ipairs(chains) do
 		local name, filters, flush_every, limit, allowed = c[1], c[2], c[3], c[4], c[5] or {}
 		it(name .. ": no trace aborts and no heap growth per IO", function()
-			jit.flush()
-			local w = watcher()
-			jit.attach(w.cb, "trace")
-			local ok, per_io = pcall(run_chain, filters, w, flush_every)
-			jit.attach(w.cb)
-			assert(ok, per_io)
+			local w = h.trace_watcher()
+			local per_io = run_chain(filters, w, flush_every)
 			local aborts = {}
 			for _, a in ipairs(w.aborts.steady) do
 				local ok_reason = false

@@ -1,90 +1,36 @@
 -- The dispatch loop and the shipped backends must compile: no trace
--- aborts in luablk's own code, and no Lua heap growth per IO.
-local ffi = require("ffi")
-local jit = require("jit")
-local jutil = require("jit.util")
-local vmdef = require("jit.vmdef")
+-- aborts in luablk's own code once warmed up, the loop itself compiled,
+-- and no Lua heap growth per IO.
 local dispatch = require("luablk.dispatch")
 local backend = require("luablk.backend")
 local h = require("helpers")
 
 local READ, WRITE = 0, 1
 
--- Watches trace events for luablk's own code: aborts (with the reason)
--- and completed traces, split by phase so warm-up noise is visible but
--- only steady state has to be clean.
-local function watcher()
-	local w = { phase = "warmup", aborts = { warmup = {}, steady = {} }, stopped = {} }
-	function w.cb(what, tr, func, pc, otr, oex)
-		local info = jutil.funcinfo(func, pc)
-		if not (info.source and info.source:find("luablk/", 1, true)) then
-			return
-		end
-		if what == "abort" then
-			local why = tostring(vmdef.traceerr[otr] or otr):format(oex)
-			table.insert(w.aborts[w.phase], info.loc .. ": " .. why)
-		elseif what == "stop" then
-			local start = jutil.funcinfo(jutil.traceinfo(tr) and func or func)
-			w.stopped[#w.stopped + 1] = start.source
-		end
-	end
-	return w
-end
-
-local function fake_dev(size)
-	local mem = ffi.new("uint8_t[?]", size)
-	return {
-		size = size,
-		shared = function()
-			return mem
-		end,
-	}
-end
-
+-- Heap bytes per IO of `name` serving `len`-byte batches, watched by w.
 local function run_backend(name, len, w)
 	local depth = 64
 	local b = h.batch(depth, len)
-	local be = backend.load(name, fake_dev(2 ^ 22), {})
+	local be = backend.load(name, h.fake_dev({ size = 2 ^ 22 }), {})
 	local run = dispatch.make(be, b.batch, b.bufs, error)
 	for i = 0, depth - 1 do
 		h.set(b, i, (i % 3 == 0) and WRITE or READ, (i * len) % (2 ^ 22 - len), len)
 	end
-	local function turn()
+	local per_turn = h.steady_heap(w, function()
 		run(depth)
-	end
-	for _ = 1, 200 do
-		turn()
-	end
-	w.phase = "steady"
-	for _ = 1, 500 do
-		turn()
-	end
-	-- The watcher allocates on trace events: detach it to weigh the heap.
-	jit.attach(w.cb)
-	collectgarbage()
-	collectgarbage("stop")
-	local before = collectgarbage("count")
-	for _ = 1, 2000 do
-		turn()
-	end
-	local growth = (collectgarbage("count") - before) * 1024
-	collectgarbage("restart")
+	end, 200, 500, 2000)
 	for i = 0, depth - 1 do
 		assert.equal(len, b.batch[i].result)
 	end
-	return growth / (2000 * depth)
+	return per_turn / depth
 end
 
 describe("JIT health", function()
 	for _, case in ipairs({ { "null", 4096 }, { "mem", 4096 }, { "mem", 65536 } }) do
 		local name, len = case[1], case[2]
 		it(("%s %d: no trace aborts and no heap growth per IO"):format(name, len), function()
-			jit.flush()
-			local w = watcher()
-			jit.attach(w.cb, "trace")
-			local ok, per_io = pcall(run_backend, name, len, w)
-			jit.attach(w.cb)
-			assert(ok, per_io)
+			local w = h.trace_watcher()
+			local per_io = run_backend(name, len, w)
 			assert.same({}, w.aborts.steady)
 			local loop_compiled = false
 			for _, src in ipairs(w.stopped) do
