@@ -146,6 +146,17 @@ function M.zero_shared(p, len)
 	ffi.fill(ffi.cast("uint8_t *", last), addr + len - last)
 end
 
+-- The whole content of a file, or nil if it cannot be opened.
+function M.read_file(path)
+	local f = io.open(path, "rb")
+	if not f then
+		return nil
+	end
+	local s = f:read("*a")
+	f:close()
+	return s
+end
+
 function M.exists(path)
 	return C.access(path, 0) == 0
 end

@@ -6,9 +6,7 @@ local posix = require("luablk.posix")
 local M = {}
 
 local function slurp(path)
-	local f = assert(io.open(path, "rb"))
-	local s = f:read("*a")
-	f:close()
+	local s = assert(posix.read_file(path))
 	os.remove(path)
 	return s
 end

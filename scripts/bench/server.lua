@@ -35,15 +35,7 @@ end
 local RUNTIME = quick and 3 or 10
 local bin = (os.getenv("LUABLK_ROOT") or ".") .. "/build/luablk"
 
-local function read_file(path)
-	local f = io.open(path)
-	if not f then
-		return nil
-	end
-	local s = f:read("*a")
-	f:close()
-	return s
-end
+local read_file = posix.read_file
 
 -- CPU seconds used so far by process pid, all threads (alive or exited).
 local function cpu_seconds(pid)

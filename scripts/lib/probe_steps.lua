@@ -81,15 +81,7 @@ local function start_watchdog(name)
 	return H.fork(watch, page, parent, name), page
 end
 
-local function slurp(path)
-	local f = io.open(path, "rb")
-	if not f then
-		return nil
-	end
-	local s = f:read("*a")
-	f:close()
-	return s
-end
+local slurp = posix.read_file
 
 -- The kernel function a task sleeps in, from /proc/PID/wchan.
 function S.wchan(pid)

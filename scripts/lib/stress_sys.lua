@@ -54,15 +54,7 @@ function M.listdir(path)
 	return out
 end
 
-function M.read_file(path)
-	local f = io.open(path, "rb")
-	if not f then
-		return nil
-	end
-	local s = f:read("*a")
-	f:close()
-	return s
-end
+M.read_file = posix.read_file
 
 function M.readlink(path)
 	local buf = ffi.new("char[4096]")

@@ -8,30 +8,7 @@ local u = require("kernel.util")
 
 local bin = u.luablk_bin
 
--- Starts `luablk add ...` in the background; returns pid and its first
--- stdout line once the device is up (or nil and stderr if it exited).
-local function start_add(args)
-	local out, err = os.tmpname(), os.tmpname()
-	local ofd = assert(posix.open(out, posix.O_WRONLY + posix.O_TRUNC))
-	local efd = assert(posix.open(err, posix.O_WRONLY + posix.O_TRUNC))
-	local argv = { bin, "add" }
-	for _, a in ipairs(args) do
-		argv[#argv + 1] = a
-	end
-	local pid = assert(luablk.spawn(argv, { stdout = ofd, stderr = efd }))
-	posix.close(ofd)
-	posix.close(efd)
-	local line = u.eventually(30, function()
-		local f = io.open(out, "rb")
-		local s = f and f:read("*l")
-		if f then
-			f:close()
-		end
-		return s
-	end)
-	os.remove(out)
-	return pid, line, err
-end
+local start_add = u.start_add
 
 local function ids()
 	return assert(luablk.list())

@@ -13,10 +13,7 @@ local function write_file(path, text)
 end
 
 local function read_file(path)
-	local f = assert(io.open(path, "rb"))
-	local s = f:read("*a")
-	f:close()
-	return s
+	return assert(require("luablk.posix").read_file(path))
 end
 
 local function contains(mem, size, needle)

@@ -14,26 +14,9 @@ local bin = u.luablk_bin
 local MiB = 2 ^ 20
 local SIGTERM, SIGUSR1, SIGUSR2 = 15, 10, 12
 
--- Starts `luablk add ARGS` in the background; returns its pid, the device
--- path and id once it is up.
+-- `luablk add ARGS` in the background: pid, path and id once it is up.
 local function start_add(args)
-	local out = os.tmpname()
-	local ofd = assert(posix.open(out, posix.O_WRONLY + posix.O_TRUNC))
-	local argv = { bin, "add" }
-	for _, a in ipairs(args) do
-		argv[#argv + 1] = a
-	end
-	local pid = assert(luablk.spawn(argv, { stdout = ofd }))
-	posix.close(ofd)
-	local path = u.eventually(30, function()
-		local f = io.open(out, "rb")
-		local s = f and f:read("*l")
-		if f then
-			f:close()
-		end
-		return s
-	end)
-	os.remove(out)
+	local pid, path = u.start_add(args)
 	assert.matches("^/dev/ublkb%d+$", path)
 	return pid, path, tonumber(path:match("%d+$"))
 end

@@ -66,6 +66,24 @@ function M.gone(path)
 	end)
 end
 
+-- Starts `luablk add ARGS` in the background; returns its pid and its
+-- first stdout line once the device is up (nil if it never printed one).
+function M.start_add(args)
+	local out = os.tmpname()
+	local ofd = assert(posix.open(out, posix.O_WRONLY + posix.O_TRUNC))
+	local argv = { M.luablk_bin, "add" }
+	for _, a in ipairs(args) do
+		argv[#argv + 1] = a
+	end
+	local pid = assert(luablk.spawn(argv, { stdout = ofd }))
+	posix.close(ofd)
+	local line = M.eventually(30, function()
+		return (posix.read_file(out) or ""):match("^[^\n]+\n")
+	end)
+	os.remove(out)
+	return pid, line and line:sub(1, -2)
+end
+
 M.fixtures = M.root .. "/spec/kernel/backends"
 
 return M
