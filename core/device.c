@@ -20,22 +20,21 @@
 
 #include "internal.h"
 
-static void free_list(char **list)
+void lb_strv_free(char **list)
 {
 	for (char **p = list; p && *p; p++)
 		free(*p);
 	free(list);
 }
 
-/* A NULL-terminated copy of a string list; NULL if out of memory. */
-static char **copy_list(const char *const *list, int n)
+char **lb_strv_copy(const char *const *list, int n)
 {
 	char **out = calloc((size_t)n + 1, sizeof(char *));
 
 	for (int i = 0; out && i < n; i++) {
 		out[i] = strdup(list[i] ? list[i] : "");
 		if (!out[i]) {
-			free_list(out);
+			lb_strv_free(out);
 			return NULL;
 		}
 	}
@@ -46,8 +45,8 @@ static int copy_config(struct luablk_dev *dev, const struct luablk_config *cfg)
 {
 	dev->cfg = *cfg;
 	dev->backend = strdup(cfg->backend);
-	dev->args = copy_list(cfg->args, cfg->argc);
-	dev->filters = copy_list(cfg->filters, cfg->nfilters);
+	dev->args = lb_strv_copy(cfg->args, cfg->argc);
+	dev->filters = lb_strv_copy(cfg->filters, cfg->nfilters);
 	if (!dev->backend || !dev->args || !dev->filters)
 		return lb_fail(-ENOMEM, "out of memory");
 	dev->cfg.backend = dev->backend;
@@ -63,13 +62,16 @@ static void free_device(struct luablk_dev *dev)
 	free(dev->handlers);
 	free(dev->queues);
 	lb_shared_free_all(&dev->shared);
-	free_list(dev->args);
-	free_list(dev->filters);
+	lb_strv_free(dev->args);
+	lb_strv_free(dev->filters);
 	free(dev->backend);
 	if (dev->stop_fd >= 0)
 		close(dev->stop_fd);
 	if (dev->event_fd >= 0)
 		close(dev->event_fd);
+	if (dev->pause_fd >= 0)
+		close(dev->pause_fd);
+	pthread_mutex_destroy(&dev->reload_lock);
 	pthread_mutex_destroy(&dev->lock);
 	pthread_cond_destroy(&dev->cond);
 	free(dev);
@@ -89,11 +91,13 @@ int luablk_dev_create(const struct luablk_config *cfg, struct luablk_dev **out)
 		return lb_fail(-ENOMEM, "out of memory");
 	pthread_mutex_init(&dev->lock, NULL);
 	pthread_cond_init(&dev->cond, NULL);
+	pthread_mutex_init(&dev->reload_lock, NULL);
 	dev->id = -1;
 	dev->char_fd = -1;
 	dev->stop_fd = eventfd(0, EFD_CLOEXEC);
 	dev->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (dev->stop_fd < 0 || dev->event_fd < 0) {
+	dev->pause_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (dev->stop_fd < 0 || dev->event_fd < 0 || dev->pause_fd < 0) {
 		ret = lb_fail(-errno, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
@@ -207,20 +211,30 @@ static void discard_params(struct luablk_dev *dev, const struct lb_caps *caps,
 		p->discard.max_write_zeroes_sectors = max_sectors;
 }
 
+void lb_dev_advertised(const struct luablk_dev *dev, struct lb_caps *out)
+{
+	*out = dev->handlers[0]->caps;
+	if (dev->cfg.flags & LUABLK_F_WRITE_CACHE)
+		out->write_cache = true;
+	if (dev->cfg.flags & LUABLK_F_FUA)
+		out->fua = true;
+}
+
 static int set_params(struct luablk_dev *dev)
 {
-	const struct lb_caps *caps = &dev->handlers[0]->caps;
+	struct lb_caps caps;
 	struct ublk_params p;
 	unsigned int shift = dev->cfg.block_size == 4096 ? 12 : 9;
 	int ret;
 
+	lb_dev_advertised(dev, &caps);
 	memset(&p, 0, sizeof(p));
 	p.types = UBLK_PARAM_TYPE_BASIC;
-	if ((dev->cfg.flags & LUABLK_F_WRITE_CACHE) || caps->write_cache)
+	if (caps.write_cache)
 		p.basic.attrs |= UBLK_ATTR_VOLATILE_CACHE;
-	if ((dev->cfg.flags & LUABLK_F_FUA) || caps->fua)
+	if (caps.fua)
 		p.basic.attrs |= UBLK_ATTR_FUA;
-	discard_params(dev, caps, &p);
+	discard_params(dev, &caps, &p);
 	p.basic.logical_bs_shift = (uint8_t)shift;
 	p.basic.physical_bs_shift = (uint8_t)shift;
 	p.basic.io_opt_shift = (uint8_t)shift;
@@ -407,6 +421,7 @@ void lb_dev_queue_exited(struct luablk_dev *dev, bool on_its_own)
 
 	pthread_mutex_lock(&dev->lock);
 	dev->queues_live--;
+	pthread_cond_broadcast(&dev->cond); /* a reload may count on it */
 	pthread_mutex_unlock(&dev->lock);
 	if (on_its_own && write(dev->event_fd, &one, sizeof(one)) < 0)
 		fprintf(stderr, "luablk: device %d: eventfd write failed\n",

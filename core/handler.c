@@ -61,6 +61,12 @@ int luablk_handler_new(struct luablk_dev *dev, unsigned int q,
 	return 0;
 }
 
+struct luablk_handler *luablk_dev_handler(struct luablk_dev *dev,
+					  unsigned int q)
+{
+	return q < dev->nr_queues ? dev->handlers[q] : NULL;
+}
+
 struct luablk_io *luablk_handler_batch(struct luablk_handler *h)
 {
 	return h->batch;

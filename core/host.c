@@ -112,6 +112,18 @@ static bool cap(lua_State *L, int idx, const char *name)
 	return v;
 }
 
+/* Pushes luablk.dispatch[name]; -1 with the error pushed instead. */
+static int push_dispatch(lua_State *L, const char *name)
+{
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "luablk.dispatch");
+	if (lua_pcall(L, 1, 1, 0))
+		return -1;
+	lua_getfield(L, -1, name);
+	lua_remove(L, -2);
+	return 0;
+}
+
 /*
  * Calls luablk.dispatch.start(h, dev, q, backend, args, filters) in L,
  * which leaves the batch function, a table of capabilities and the close
@@ -121,11 +133,8 @@ static int load_backend(lua_State *L, struct luablk_handler *h)
 {
 	struct luablk_dev *dev = h->dev;
 
-	lua_getglobal(L, "require");
-	lua_pushliteral(L, "luablk.dispatch");
-	if (lua_pcall(L, 1, 1, 0))
+	if (push_dispatch(L, "start") < 0)
 		return -1;
-	lua_getfield(L, -1, "start");
 	lua_pushlightuserdata(L, h);
 	lua_pushlightuserdata(L, dev);
 	lua_pushinteger(L, h->q);
@@ -142,6 +151,19 @@ static int load_backend(lua_State *L, struct luablk_handler *h)
 	}
 	lua_remove(L, -2);
 	return 0;
+}
+
+static void push_caps(lua_State *L, const struct lb_caps *caps)
+{
+	lua_createtable(L, 0, 4);
+	lua_pushboolean(L, caps->write_cache);
+	lua_setfield(L, -2, "write_cache");
+	lua_pushboolean(L, caps->fua);
+	lua_setfield(L, -2, "fua");
+	lua_pushboolean(L, caps->discard);
+	lua_setfield(L, -2, "discard");
+	lua_pushboolean(L, caps->write_zeroes);
+	lua_setfield(L, -2, "write_zeroes");
 }
 
 static int lua_init(struct luablk_handler *h)
@@ -206,9 +228,61 @@ static void lua_fini(struct luablk_handler *h)
 	free(host);
 }
 
+/* luablk.dispatch.prepare(backend, args, need): the new backend, aside. */
+static int lua_prepare(struct luablk_handler *h, const char *backend,
+		       const char *const *args, int argc,
+		       const struct lb_caps *need)
+{
+	lua_State *L = ((struct lua_host *)h->priv)->L;
+	const char *msg;
+	int ret;
+
+	if (push_dispatch(L, "prepare") == 0) {
+		lua_pushstring(L, backend);
+		push_list(L, args, argc);
+		push_caps(L, need);
+		if (lua_pcall(L, 3, 0, 0) == 0)
+			return 0;
+	}
+	msg = lua_tostring(L, -1);
+	ret = lb_fail(-EINVAL, "%s", msg ? msg : "backend failed to load");
+	lua_pop(L, 1);
+	return ret;
+}
+
+/* luablk.dispatch.commit() returns the new batch function and close hook. */
+static void lua_commit(struct luablk_handler *h)
+{
+	struct lua_host *host = h->priv;
+	lua_State *L = host->L;
+
+	if (push_dispatch(L, "commit") < 0 || lua_pcall(L, 0, 2, 0)) {
+		/* Only out of memory gets here; the old backend stays. */
+		fprintf(stderr, "luablk: queue %u: reload: %s\n", h->q,
+			lua_tostring(L, -1));
+		lua_pop(L, 1);
+		return;
+	}
+	luaL_unref(L, LUA_REGISTRYINDEX, host->close_ref);
+	luaL_unref(L, LUA_REGISTRYINDEX, host->run_ref);
+	host->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	host->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static void lua_abort(struct luablk_handler *h)
+{
+	lua_State *L = ((struct lua_host *)h->priv)->L;
+
+	if (push_dispatch(L, "abort") < 0 || lua_pcall(L, 0, 0, 0))
+		lua_pop(L, 1);
+}
+
 const struct lb_handler_ops lb_lua_ops = {
 	.name = "lua",
 	.init = lua_init,
 	.run = lua_run,
 	.fini = lua_fini,
+	.prepare = lua_prepare,
+	.commit = lua_commit,
+	.abort = lua_abort,
 };

@@ -19,22 +19,6 @@ int lb_fail(int err, const char *fmt, ...)
 void lb_clear_error(void);
 
 /*
- * How a handler serves a batch. The C baselines and the Lua host implement
- * the same three calls over the same batch array, so benchmarks compare
- * exactly the production paths.
- */
-struct lb_handler_ops {
-	const char *name;
-	int (*init)(struct luablk_handler *h); /* -errno + lb_fail on error */
-	void (*run)(struct luablk_handler *h, unsigned int n);
-	void (*fini)(struct luablk_handler *h);
-};
-
-extern const struct lb_handler_ops lb_c_null_ops;
-extern const struct lb_handler_ops lb_c_mem_ops;
-extern const struct lb_handler_ops lb_lua_ops;
-
-/*
  * What a backend declares about itself (after filters wrap it); the
  * device advertises these to the kernel in SET_PARAMS.
  */
@@ -44,6 +28,32 @@ struct lb_caps {
 	bool discard; /* has discard */
 	bool write_zeroes; /* has write_zeroes */
 };
+
+/*
+ * How a handler serves a batch. The C baselines and the Lua host implement
+ * the same three calls over the same batch array, so benchmarks compare
+ * exactly the production paths.
+ */
+struct lb_handler_ops {
+	const char *name;
+	int (*init)(struct luablk_handler *h); /* -errno + lb_fail on error */
+	void (*run)(struct luablk_handler *h, unsigned int n);
+	void (*fini)(struct luablk_handler *h);
+	/*
+	 * Live reload (reload.c), NULL where unsupported. prepare loads the
+	 * new backend next to the running one (need: what the device
+	 * advertises); then either commit swaps it in or abort drops it.
+	 */
+	int (*prepare)(struct luablk_handler *h, const char *backend,
+		       const char *const *args, int argc,
+		       const struct lb_caps *need);
+	void (*commit)(struct luablk_handler *h);
+	void (*abort)(struct luablk_handler *h);
+};
+
+extern const struct lb_handler_ops lb_c_null_ops;
+extern const struct lb_handler_ops lb_c_mem_ops;
+extern const struct lb_handler_ops lb_lua_ops;
 
 struct luablk_handler {
 	struct luablk_dev *dev;
@@ -127,6 +137,7 @@ struct luablk_dev {
 	struct lb_ctrl *ctrl;
 	int char_fd;
 	int stop_fd; /* eventfd: written once to make queue threads exit */
+	int pause_fd; /* eventfd: readable while a reload parks the queues */
 	int event_fd; /* eventfd: a queue thread stopped on its own */
 	bool added, started, closed;
 	bool published; /* regions linked under /run/luablk/ID */
@@ -137,10 +148,26 @@ struct luablk_dev {
 	pthread_cond_t cond;
 	struct lb_shared *shared;
 	unsigned int queues_live;
+	bool pausing; /* a reload wants every queue parked */
+	unsigned int parked; /* queue threads waiting in lb_dev_park() */
+	pthread_mutex_t reload_lock; /* one reload at a time */
 };
+
+/* device.c: a NULL-terminated copy of n strings (NULL if out of memory),
+ * and its release. */
+char **lb_strv_copy(const char *const *list, int n);
+void lb_strv_free(char **list);
 
 /* device.c: called by a queue thread when it leaves its loop. */
 void lb_dev_queue_exited(struct luablk_dev *dev, bool on_its_own);
+/* device.c: what SET_PARAMS advertises (or would) for this device. */
+void lb_dev_advertised(const struct luablk_dev *dev, struct lb_caps *out);
+
+/*
+ * reload.c: called by a queue thread, between two batches, once the pause
+ * poll fired; returns when the reload is over (at once if there is none).
+ */
+void lb_dev_park(struct luablk_dev *dev);
 
 /*
  * fork_guard.c: fds closed in every fork() child, so that children of a

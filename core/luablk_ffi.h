@@ -149,6 +149,21 @@ int luablk_dev_new(const struct luablk_config *cfg, struct luablk_dev **out);
  */
 int luablk_dev_close(struct luablk_dev *dev, uint32_t flags);
 
+/*
+ * Replaces the backend of every queue while the device serves. Each queue
+ * thread finishes the batch it is in and waits; the new backend is loaded
+ * in every queue (its factory receives what the old one's handoff(self)
+ * returned); only when that succeeds everywhere does it take over, and the
+ * old one's close(self) runs. Otherwise the old backend serves on and the
+ * error is returned. IO arriving meanwhile waits in the kernel.
+ * backend NULL reloads the current spec (a path is read from disk again);
+ * argc < 0 keeps the current arguments. Filters stay as they are. Lua
+ * backends only. Not concurrently with luablk_dev_close(). Returns 0 or
+ * -errno with luablk_last_error() set.
+ */
+int luablk_dev_reload(struct luablk_dev *dev, const char *backend,
+		      const char *const *args, int argc);
+
 /* Returns the kernel's device id, or -1 before luablk_dev_start(). */
 int luablk_dev_id(const struct luablk_dev *dev);
 
@@ -207,6 +222,14 @@ int luablk_features(uint64_t *features);
  */
 int luablk_handler_new(struct luablk_dev *dev, unsigned int q,
 		       struct luablk_handler **out);
+
+/*
+ * The handler the device itself serves queue q with (NULL if q is out of
+ * range); owned by the device. Lets a kernel-free driver see what
+ * luablk_dev_reload() does to a device.
+ */
+struct luablk_handler *luablk_dev_handler(struct luablk_dev *dev,
+					  unsigned int q);
 
 /* The handler's batch array, with room for the device's queue depth. */
 struct luablk_io *luablk_handler_batch(struct luablk_handler *h);

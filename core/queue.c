@@ -7,6 +7,7 @@
  * turn drains every ready completion into the batch array, runs the whole
  * batch through the handler in one call, queues one COMMIT_AND_FETCH_REQ
  * per IO, and enters the kernel once to submit them and wait for more.
+ * Between two turns a live reload may park the thread (reload.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,6 +24,7 @@
 #include "internal.h"
 
 #define STOP_TOKEN UINT64_MAX /* user_data of the stop-eventfd poll */
+#define PAUSE_TOKEN (UINT64_MAX - 1) /* the reload's pause-eventfd poll */
 
 static size_t page_round(size_t n)
 {
@@ -39,7 +41,7 @@ static uint32_t io_opcode(unsigned int nr)
 				       : UBLK_U_IO_COMMIT_AND_FETCH_REQ;
 }
 
-/* The queue's SQ has a slot per tag plus the stop poll, so this only
+/* The queue's SQ has a slot per tag plus two polls, so this only
  * flushes if a caller queued more than that in one turn. */
 static struct io_uring_sqe *get_sqe(struct io_uring *ring)
 {
@@ -71,7 +73,7 @@ static void queue_io_cmd(struct lb_queue *q, struct io_uring *ring,
 static int ring_setup(struct lb_queue *q, struct io_uring *ring)
 {
 	struct io_uring_params p;
-	unsigned int entries = q->h->depth + 1;
+	unsigned int entries = q->h->depth + 2;
 	int ret;
 
 	/*
@@ -124,14 +126,21 @@ static int map_descs(struct lb_queue *q)
 	return 0;
 }
 
-/* Arms the stop poll and one FETCH_REQ per tag, and submits them. */
-static int arm(struct lb_queue *q, struct io_uring *ring)
+static void arm_poll(struct io_uring *ring, int fd, uint64_t token)
 {
 	struct io_uring_sqe *sqe = get_sqe(ring);
+
+	io_uring_prep_poll_add(sqe, fd, POLLIN);
+	sqe->user_data = token;
+}
+
+/* Arms the two polls and one FETCH_REQ per tag, and submits them. */
+static int arm(struct lb_queue *q, struct io_uring *ring)
+{
 	int ret;
 
-	io_uring_prep_poll_add(sqe, q->dev->stop_fd, POLLIN);
-	sqe->user_data = STOP_TOKEN;
+	arm_poll(ring, q->dev->stop_fd, STOP_TOKEN);
+	arm_poll(ring, q->dev->pause_fd, PAUSE_TOKEN);
 	for (unsigned int tag = 0; tag < q->h->depth; tag++)
 		queue_io_cmd(q, ring, UBLK_IO_FETCH_REQ, tag, 0);
 	/*
@@ -165,7 +174,7 @@ static bool serve(struct lb_queue *q, struct io_uring *ring)
 {
 	struct luablk_handler *h = q->h;
 	unsigned int live = h->depth; /* tags with a fetch in flight */
-	bool stop = false;
+	bool stop = false, pause = false;
 
 	while (!stop && live > 0) {
 		struct io_uring_cqe *cqe;
@@ -183,6 +192,8 @@ static bool serve(struct lb_queue *q, struct io_uring *ring)
 			seen++;
 			if (cqe->user_data == STOP_TOKEN) {
 				stop = true;
+			} else if (cqe->user_data == PAUSE_TOKEN) {
+				pause = true;
 			} else if (cqe->res == 0) {
 				fill(q, &h->batch[n++],
 				     (unsigned)cqe->user_data);
@@ -201,12 +212,20 @@ static bool serve(struct lb_queue *q, struct io_uring *ring)
 			}
 		}
 		io_uring_cq_advance(ring, seen);
-		if (n == 0)
-			continue;
-		luablk_handler_run(h, n);
-		for (unsigned int i = 0; i < n; i++)
-			queue_io_cmd(q, ring, UBLK_IO_COMMIT_AND_FETCH_REQ,
-				     h->batch[i].tag, h->batch[i].result);
+		if (n > 0) {
+			luablk_handler_run(h, n);
+			for (unsigned int i = 0; i < n; i++)
+				queue_io_cmd(
+					q, ring, UBLK_IO_COMMIT_AND_FETCH_REQ,
+					h->batch[i].tag, h->batch[i].result);
+		}
+		if (pause && !stop) {
+			/* Hand back this batch before the backend changes. */
+			io_uring_submit(ring);
+			lb_dev_park(q->dev);
+			arm_poll(ring, q->dev->pause_fd, PAUSE_TOKEN);
+			pause = false;
+		}
 	}
 	/* Complete the last batch's IOs before the ring goes away. */
 	io_uring_submit(ring);

@@ -2,7 +2,7 @@
 --
 --   luablk run scripts/torture.lua [--duration 20s] [--workers 8] [--queues N]
 --       [--depth D] [--size S] [--max-io B] [--seed N] [--backend NAME|FILE.lua]
---       [--arg k=v ...] [--filter SPEC ...] [--self-test] [--json]
+--       [--arg k=v ...] [--filter SPEC ...] [--reload N] [--self-test] [--json]
 --
 -- This process serves the device; forked workers (scripts/lib/torture_worker.lua)
 -- each own a disjoint region, issue random O_DIRECT reads and writes of 512 B
@@ -10,6 +10,10 @@
 -- now and then and re-read their whole region periodically and at the end.
 -- The first mismatch stops every worker and fails the run with the device
 -- offset and the first differing byte.
+--
+-- --reload N swaps the backend for a fresh copy of itself N times, spread
+-- over the run, while the workers keep going: any IO error or mismatch
+-- fails the run as usual, and so does a reload that fails.
 --
 -- --self-test proves the harness can fail: it runs against a backend that
 -- flips one bit on read, one that loses writes to one sector, and a run
@@ -39,6 +43,7 @@ local o = H.options(NAME, {
 	backend = { "value", "mem", "a shipped backend or a .lua path (file: an image in /tmp)" },
 	arg = { "list", nil, "backend argument key=value, repeatable" },
 	filter = { "list", nil, "filter NAME:key=value,... around the backend, repeatable" },
+	reload = { "number", 0, "live reloads of the backend, spread over the run" },
 	["write-cache"] = { "flag", false, "advertise a volatile cache, so fsync reaches the backend" },
 	["verify-every"] = { "value", "5s", "period of each worker's full-region re-read" },
 	stall = { "value", "120s", "fail when no worker makes progress for this long" },
@@ -55,6 +60,7 @@ local function validate()
 	o.verify_s = H.duration(o.verify_every) or die("--verify-every: bad duration '" .. tostring(o.verify_every) .. "'")
 	o.stall_s = H.duration(o.stall) or die("--stall: bad duration '" .. tostring(o.stall) .. "'")
 	whole(o.workers, "workers", 1, 256)
+	whole(o.reload, "reload", 0, 100000)
 	whole(o.queues, "queues", 1, 4096)
 	whole(o.depth, "depth", 1, 4096)
 	if o.block_size ~= 512 and o.block_size ~= 4096 then
@@ -151,6 +157,19 @@ local function worker_problem(shm, w, status)
 	end
 end
 
+-- Does the reloads due by `elapsed` seconds: the i-th of N at
+-- i/(N+1) of the run. Returns a failure message, if one failed.
+local function reload_due(run, dev, elapsed)
+	run.reloads = run.reloads or 0
+	while run.reloads < run.reload and elapsed >= (run.reloads + 1) / (run.reload + 1) * run.duration_s do
+		local ok, err = dev:reload()
+		if not ok then
+			return ("reload %d failed: %s"):format(run.reloads + 1, err)
+		end
+		run.reloads = run.reloads + 1
+	end
+end
+
 -- Watches the workers until all have exited: progress line, signals,
 -- the device stopping on its own, stalls. Returns a list of failures.
 local function supervise(run, dev, shm, pids)
@@ -175,6 +194,12 @@ local function supervise(run, dev, shm, pids)
 			(t.bytes_read + t.bytes_written) / MiB / math.max(elapsed, 1e-3), elapsed, run.duration_s)
 		if run.on_tick then
 			run.on_tick(run, pids, elapsed)
+		end
+		if run.reload > 0 then
+			local problem = reload_due(run, dev, elapsed)
+			if problem and stop[0] == 0 then
+				halt(problem)
+			end
 		end
 		local alive = 0
 		for _, pid in ipairs(pids) do
@@ -251,7 +276,11 @@ local function torture(run)
 	if image then
 		os.remove(image)
 	end
+	if (run.reloads or 0) < run.reload and #failures == 0 then
+		failures[#failures + 1] = ("only %d of %d reloads happened during the run"):format(run.reloads or 0, run.reload)
+	end
 	local t = totals(shm, run.workers)
+	t.reloads = run.reloads
 	t.failures, t.mismatch, t.seed, t.elapsed = failures, mismatch, run.seed, elapsed
 	-- The rate covers the random-IO phase, not the final re-read.
 	t.mib_per_s = (t.bytes_read + t.bytes_written) / MiB / math.max(math.min(elapsed, run.duration_s), 1e-3)
@@ -281,6 +310,9 @@ local function summary(t)
 		lines[#lines + 1] = fmt:format(
 			d.backend, #(d.filters or {}) > 0 and (" + " .. table.concat(d.filters, " + ")) or "",
 			d.size / MiB, q, d.depth, d.max_io / 1024, d.block_size, t.workers, t.region / 1024)
+	end
+	if (t.reloads or 0) > 0 then
+		lines[#lines + 1] = ("backend reloaded %d times while the workers ran"):format(t.reloads)
 	end
 	lines[#lines + 1] = ("seed %d (--seed %d replays each worker's sequence of ops)"):format(t.seed, t.seed)
 	return lines

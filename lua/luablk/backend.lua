@@ -26,7 +26,8 @@ local function is_path(spec)
 end
 
 -- Returns the module's value (table or factory function) for a spec.
-function M.resolve(spec)
+-- fresh: read a shipped module from disk again rather than reuse it.
+function M.resolve(spec, fresh)
 	if is_path(spec) then
 		local chunk, err = loadfile(spec)
 		if not chunk then
@@ -43,6 +44,9 @@ function M.resolve(spec)
 			0
 		)
 	end
+	if fresh then
+		package.loaded[name] = nil
+	end
 	return require(name)
 end
 
@@ -56,7 +60,7 @@ function M.validate(be, spec)
 			error(("backend '%s' has no %s method"):format(spec, m), 0)
 		end
 	end
-	for _, m in ipairs({ "flush", "discard", "write_zeroes", "close" }) do
+	for _, m in ipairs({ "flush", "discard", "write_zeroes", "close", "handoff" }) do
 		if be[m] ~= nil and type(be[m]) ~= "function" then
 			error(("backend '%s': %s must be a function"):format(spec, m), 0)
 		end
@@ -65,11 +69,12 @@ function M.validate(be, spec)
 end
 
 -- Turns a module's value (table or factory) into a checked backend table.
-function M.instantiate(mod, spec, dev, args)
+-- handoff: what the backend it replaces handed over, if any.
+function M.instantiate(mod, spec, dev, args, handoff)
 	local be = mod
 	if type(mod) == "function" then
 		local ok
-		ok, be = pcall(mod, dev, args or {})
+		ok, be = pcall(mod, dev, args or {}, handoff)
 		if not ok then
 			error(("backend '%s': %s"):format(spec, tostring(be)), 0)
 		end
@@ -79,13 +84,14 @@ end
 
 -- Loads `spec` for one queue and wraps it in `filters` (a list of
 -- "NAME:k=v,..." strings, innermost first). dev is what the factory
--- sees; args a table.
-function M.load(spec, dev, args, filters)
-	local ok, mod = pcall(M.resolve, spec)
+-- sees; args a table. A reload passes what the old backend handed over,
+-- and gets shipped modules read from disk again.
+function M.load(spec, dev, args, filters, handoff, fresh)
+	local ok, mod = pcall(M.resolve, spec, fresh)
 	if not ok then
 		error(("backend '%s': %s"):format(spec, tostring(mod)), 0)
 	end
-	local be = M.instantiate(mod, spec, dev, args)
+	local be = M.instantiate(mod, spec, dev, args, handoff)
 	if filters and #filters > 0 then
 		be = require("luablk.filters").apply(be, filters, dev)
 	end

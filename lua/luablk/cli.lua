@@ -12,7 +12,11 @@ usage: luablk COMMAND [ARGS]
               [--filter NAME:K=V,...]... [--json] [-- ARGS...]
         create a device served by BACKEND (null, mem, file, c-null, c-mem,
         or a path to a .lua file) in the foreground; prints /dev/ublkbN
-        once it is usable; SIGINT or SIGTERM tears it down
+        once it is usable; SIGINT or SIGTERM tears it down, SIGHUP
+        reloads the backend from disk
+  reload ID [BACKEND] [-- ARGS...]  swap a running device's backend (default:
+        the current one, read again; ARGS replace its arguments) without
+        failing IO; on error the old backend serves on
   list [--json]                     devices on this machine
   del ID|--all [--async]            delete devices
   features [--json]                 what the running kernel supports
@@ -153,7 +157,9 @@ local function cmd_add(argv)
 		local sig
 		sig, err = dev:wait(-1)
 		if sig == 1 then
-			io.stderr:write("luablk: SIGHUP ignored (live reload is not available yet)\n")
+			require("luablk.reload").serve(dev, function(text)
+				io.stderr:write("luablk: ", text, "\n")
+			end)
 		elseif sig == SIGUSR1 or sig == SIGUSR2 then
 			fault_signal(dev, sig)
 		elseif sig == 0 then
@@ -476,6 +482,34 @@ local function cmd_fault(argv)
 	return 0
 end
 
+-- luablk reload ID [BACKEND] [-- ARGS]: asks the serving process.
+local function cmd_reload(argv)
+	local o, pos, rest = options.parse(argv, {})
+	if not o then
+		return fail(pos, 2)
+	end
+	if #pos < 1 or #pos > 2 then
+		return fail("reload needs a device ID and at most one BACKEND (see luablk help)", 2)
+	end
+	local id, err = options.integer(pos[1], "ID", 0, 2 ^ 20 - 1)
+	if not id then
+		return fail(err, 2)
+	end
+	local args -- without "--", the running backend keeps its arguments
+	for _, a in ipairs(argv) do
+		if a == "--" then
+			args = rest
+			break
+		end
+	end
+	local ok
+	ok, err = require("luablk.reload").request(id, pos[2], args)
+	if not ok then
+		return fail(about(id, err))
+	end
+	return 0
+end
+
 local COMMANDS = {
 	add = cmd_add,
 	list = cmd_list,
@@ -485,6 +519,7 @@ local COMMANDS = {
 	stats = cmd_stats,
 	fault = cmd_fault,
 	crash = cmd_crash,
+	reload = cmd_reload,
 }
 
 function M.main(argv)

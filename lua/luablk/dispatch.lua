@@ -132,6 +132,20 @@ function M.closer(be, report)
 	end
 end
 
+-- This queue's state holds one running backend (`current`) and, during a
+-- reload, the one about to replace it (`pending`). Each is { be, spec,
+-- args, report }; dev, batch, bufs and filters belong to the queue.
+local queue, current, pending
+
+local function serving(be, spec, args)
+	local prefix = ("luablk: %s queue %d: backend error: "):format(spec, queue.dev.queue)
+	return { be = be, spec = spec, args = args, report = M.reporter(prefix) }
+end
+
+local function hooks(s)
+	return M.make(s.be, queue.batch, queue.bufs, s.report), M.caps(s.be), M.closer(s.be, s.report)
+end
+
 -- Entry point from the C host (host.c): loads the backend for queue q of
 -- the device, wraps its filters, and returns the batch function, the
 -- backend's capabilities and its close hook.
@@ -148,9 +162,59 @@ function M.start(h, devp, q, spec, args, filters)
 	for tag = 0, info.depth - 1 do
 		bufs[tag] = C.luablk_handler_buf(h, tag)
 	end
-	local prefix = ("luablk: %s queue %d: backend error: "):format(spec, q)
-	local report = M.reporter(prefix)
-	return M.make(be, C.luablk_handler_batch(h), bufs, report), M.caps(be), M.closer(be, report)
+	queue = { dev = dev, batch = C.luablk_handler_batch(h), bufs = bufs, filters = filters }
+	current = serving(be, spec, args)
+	return hooks(current)
+end
+
+-- Capability advertised -> the method it makes the kernel send.
+local REQUIRED = { { "write_cache", "flush" }, { "discard", "discard" }, { "write_zeroes", "write_zeroes" } }
+
+-- Reload, step one (reload.c): builds the new backend next to the running
+-- one, handing it what the old one's handoff(self) returns. Raises, with
+-- the old backend untouched, if that fails or if the new one lacks a
+-- method the device advertises and the old one has. need: the
+-- capabilities the device advertises.
+function M.prepare(spec, args, need)
+	M.abort()
+	local old = current.be
+	local state
+	if old.handoff then
+		local ok, r = xpcall(old.handoff, debug.traceback, old)
+		if not ok then
+			error("handoff: " .. describe(r), 0)
+		end
+		if r ~= nil and type(r) ~= "table" then
+			error("handoff returned a " .. type(r) .. " (expected a table or nothing)", 0)
+		end
+		state = r
+	end
+	local be = backend.load(spec, queue.dev, backend.parse_args(args), queue.filters, state, true)
+	for _, r in ipairs(REQUIRED) do
+		local cap, method = r[1], r[2]
+		if need[cap] and old[method] and not be[method] then
+			error(("backend '%s' has no %s method, and the device advertises it"):format(spec, method), 0)
+		end
+	end
+	pending = serving(be, spec, args)
+end
+
+-- Reload, step two: the new backend takes over and the old one is closed.
+-- Returns the new batch function and close hook.
+function M.commit()
+	local old = current
+	current, pending = pending, nil
+	M.closer(old.be, old.report)()
+	local run, _, close = hooks(current)
+	return run, close
+end
+
+-- Or instead: the prepared backend is closed and dropped.
+function M.abort()
+	if pending then
+		M.closer(pending.be, pending.report)()
+		pending = nil
+	end
 end
 
 return M

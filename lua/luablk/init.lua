@@ -203,6 +203,21 @@ function Device:wait(timeout_ms)
 	return rc
 end
 
+-- Swaps the backend in every queue while the device serves (see
+-- luablk_dev_reload). opts.backend: a name or path (default: the current
+-- one, read from disk again); opts.args: a list of strings (default: the
+-- current ones). Returns true, or nil, message, errno with the old
+-- backend still serving.
+function Device:reload(opts)
+	opts = opts or {}
+	local argv = opts.args and M.cstrings(opts.args)
+	local rc = C.luablk_dev_reload(self.ptr, opts.backend, argv, opts.args and #opts.args or -1)
+	if rc < 0 then
+		return failure(rc)
+	end
+	return true
+end
+
 -- Tears the device down. opts.async uses DEL_DEV_ASYNC. Closing twice is a no-op.
 function Device:close(opts)
 	if not self.ptr then

@@ -24,6 +24,17 @@ int usleep(unsigned int usec);
 int access(const char *path, int mode);
 int memcmp(const void *a, const void *b, size_t n);
 int madvise(void *addr, size_t len, int advice);
+typedef struct DIR DIR;
+struct luablk_dirent {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[256];
+};
+DIR *opendir(const char *name);
+struct luablk_dirent *readdir(DIR *dir) __asm__("readdir64");
+int closedir(DIR *dir);
 ]])
 
 local C = ffi.C
@@ -155,6 +166,28 @@ function M.read_file(path)
 	local s = f:read("*a")
 	f:close()
 	return s
+end
+
+-- The names in a directory (without . and ..), sorted, or nil, error.
+function M.list_dir(path)
+	local dir = C.opendir(path)
+	if dir == nil then
+		return M.fail("opendir " .. path)
+	end
+	local names = {}
+	while true do
+		local e = C.readdir(dir)
+		if e == nil then
+			break
+		end
+		local name = ffi.string(e.d_name)
+		if name ~= "." and name ~= ".." then
+			names[#names + 1] = name
+		end
+	end
+	C.closedir(dir)
+	table.sort(names)
+	return names
 end
 
 function M.exists(path)

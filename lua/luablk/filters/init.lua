@@ -60,7 +60,7 @@ end
 -- those, so capabilities stay accurate), with `over` replacing some.
 function M.wrap(inner, over)
 	local be = { caps = inner.caps }
-	for _, m in ipairs({ "read_at", "write_at", "flush", "discard", "write_zeroes", "close" }) do
+	for _, m in ipairs({ "read_at", "write_at", "flush", "discard", "write_zeroes", "close", "handoff" }) do
 		local fn = inner[m]
 		if fn then
 			be[m] = function(_, ...)

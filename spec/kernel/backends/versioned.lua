@@ -1,0 +1,33 @@
+-- A backend for reload tests. Reads fill the buffer with its version
+-- (argument v), except byte 1, which holds the version it took over from
+-- (0 for none). Closes are counted in the shared region "closes". It can
+-- be told to fail in its factory on one queue (fail_queue=Q) or in its
+-- handoff (bad_handoff=error|number).
+local ffi = require("ffi")
+
+return function(dev, args, handoff)
+	local v = tonumber(args.v or 1)
+	if args.fail_queue and tonumber(args.fail_queue) == dev.queue then
+		error("refusing queue " .. dev.queue)
+	end
+	local closes = ffi.cast("uint32_t *", dev:shared("closes", 4096))
+	local from = handoff and handoff.v or 0
+	return {
+		read_at = function(_, buf, _, len)
+			ffi.fill(buf, len, v)
+			buf[1] = from
+		end,
+		write_at = function() end,
+		handoff = function()
+			if args.bad_handoff == "error" then
+				error("cannot hand over")
+			elseif args.bad_handoff == "number" then
+				return 42
+			end
+			return { v = v }
+		end,
+		close = function()
+			closes[0] = closes[0] + 1
+		end,
+	}
+end
