@@ -80,7 +80,7 @@ static int pause_queues(struct luablk_dev *dev)
 	resume_queues(dev);
 	return lb_fail(-ETIMEDOUT,
 		       "the backend did not finish its current requests "
-		       "within %d s; the old backend goes on serving",
+		       "within %d s",
 		       PARK_TIMEOUT_S);
 }
 

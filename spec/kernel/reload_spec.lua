@@ -104,6 +104,32 @@ describe("luablk reload", function()
 		assert(ok, err)
 	end)
 
+	it("gives up on a backend call that takes too long, and the old backend serves on", function()
+		local MiB = 2 ^ 20
+		local pid, path = u.start_add({ VERSIONED, "--size", "16M", "--", "v=1", "slow_at=" .. MiB, "slow_ms=13000" })
+		assert(path, "luablk add printed no device")
+		local id = tostring(id_of(path))
+		local ok, err = pcall(function()
+			local reader = assert(luablk.spawn({
+				"dd", "if=" .. path, "of=/dev/null", "bs=4096", "count=1", "skip=256", "iflag=direct", "status=none",
+			}))
+			local counters = ffi.cast("uint32_t *", assert(luablk.shared_open(tonumber(id), "closes")))
+			assert(u.eventually(30, function()
+				return counters[1] > 0
+			end), "the slow read never reached the backend")
+			local status, _, stderr = reload(id, "--", "v=2")
+			assert.equal(1, status)
+			assert.matches("did not finish its current requests within 10 s", stderr)
+			assert.equal(0, luablk.wait(reader))
+			assert.same({ 1, 0 }, { version(path) })
+			status, _, stderr = reload(id, "--", "v=2")
+			assert.equal(0, status, stderr)
+			assert.same({ 2, 1 }, { version(path) })
+		end)
+		stop(pid)
+		assert(ok, err)
+	end)
+
 	it("reloads the backend file from disk on SIGHUP", function()
 		local script = os.tmpname() .. ".lua"
 		copy(VERSIONED, script)
