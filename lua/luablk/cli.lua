@@ -27,6 +27,8 @@ usage: luablk COMMAND [ARGS]
         turn a device's fault flag on or off, or show the fault filter's
         state (--log: every IO it failed); SIGUSR1 and SIGUSR2 to the
         `add` process turn the flag on and off too
+  udev-owner NODE                   what the udev rule runs: give an
+                                    unprivileged device's node to its owner
   help                              this text
 ]]
 
@@ -500,6 +502,15 @@ local function cmd_fault(argv)
 	return 0
 end
 
+-- luablk udev-owner NODE: see luablk/udev.lua.
+local function cmd_udev_owner(argv)
+	local ok, err, code = require("luablk.udev").owner(argv)
+	if not ok then
+		return fail(err, code)
+	end
+	return 0
+end
+
 local COMMANDS = {
 	add = cmd_add,
 	list = cmd_list,
@@ -509,6 +520,7 @@ local COMMANDS = {
 	stats = cmd_stats,
 	fault = cmd_fault,
 	crash = cmd_crash,
+	["udev-owner"] = cmd_udev_owner,
 }
 
 function M.main(argv)

@@ -24,6 +24,7 @@ int usleep(unsigned int usec);
 int access(const char *path, int mode);
 int memcmp(const void *a, const void *b, size_t n);
 int madvise(void *addr, size_t len, int advice);
+int lchown(const char *path, unsigned int owner, unsigned int group);
 ]])
 
 local C = ffi.C
@@ -159,6 +160,14 @@ end
 
 function M.exists(path)
 	return C.access(path, 0) == 0
+end
+
+-- Changes the owner of path itself (a symlink is not followed).
+function M.lchown(path, uid, gid)
+	if C.lchown(path, uid, gid) < 0 then
+		return M.fail("chown " .. path)
+	end
+	return true
 end
 
 return M
