@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,11 +14,14 @@
 #include "internal.h"
 
 #define ENOTSUPP_KERNEL 524 /* the kernel-internal ENOTSUPP */
+/* Bytes reserved for "/dev/ublkcN" in front of an unprivileged payload. */
+#define DEV_PATH_SLOT 32
 
 struct lb_ctrl {
 	int fd;
 	struct io_uring ring;
 	pthread_mutex_t lock; /* one command in flight at a time */
+	int64_t path_id; /* unprivileged device whose commands carry a path */
 };
 
 /*
@@ -52,8 +56,7 @@ int lb_ctrl_open(struct lb_ctrl **out)
 				     "kernel has no ublk driver (try "
 				     "'modprobe ublk_drv', or scripts/vm-run)");
 		if (ret == -EACCES || ret == -EPERM)
-			return lb_fail(ret, "permission denied opening "
-					    "/dev/ublk-control: run as root");
+			return lb_unpriv_no_control(ret);
 		return lb_fail(ret, "open /dev/ublk-control: %s",
 			       strerror(-ret));
 	}
@@ -65,6 +68,7 @@ int lb_ctrl_open(struct lb_ctrl **out)
 			       strerror(-ret));
 	}
 	pthread_mutex_init(&c->lock, NULL);
+	c->path_id = -1;
 	*out = c;
 	return 0;
 }
@@ -130,8 +134,8 @@ static bool form_rejected(int ret)
 	return ret == -EOPNOTSUPP || ret == -ENOTSUPP_KERNEL || ret == -EINVAL;
 }
 
-int lb_ctrl_cmd(struct lb_ctrl *c, unsigned int nr,
-		struct ublksrv_ctrl_cmd *cmd)
+static int submit_cmd(struct lb_ctrl *c, unsigned int nr,
+		      const struct ublksrv_ctrl_cmd *cmd)
 {
 	bool has_legacy = nr <= UBLK_CMD_GET_DEV_INFO2;
 	int form = __atomic_load_n(&opcode_form, __ATOMIC_RELAXED);
@@ -156,6 +160,62 @@ int lb_ctrl_cmd(struct lb_ctrl *c, unsigned int nr,
 out:
 	pthread_mutex_unlock(&c->lock);
 	return ret;
+}
+
+/*
+ * The kernel checks every command on an unprivileged device against the
+ * caller's access to its char device, so the command names that node: the
+ * buffer starts with the path (dev_path_len bytes) and the payload follows.
+ * GET_DEV_INFO2 takes the path for any device, which is how a caller finds
+ * out whether a device it did not create is unprivileged.
+ */
+static bool carries_path(const struct lb_ctrl *c, unsigned int nr,
+			 const struct ublksrv_ctrl_cmd *cmd)
+{
+	if (nr == UBLK_CMD_GET_DEV_INFO2)
+		return true;
+	return c->path_id >= 0 && cmd->dev_id == (uint32_t)c->path_id &&
+	       nr != UBLK_CMD_ADD_DEV && nr != UBLK_CMD_GET_FEATURES;
+}
+
+int lb_ctrl_cmd(struct lb_ctrl *c, unsigned int nr,
+		struct ublksrv_ctrl_cmd *cmd)
+{
+	void *payload = (void *)(uintptr_t)cmd->addr;
+	struct ublksrv_ctrl_cmd with_path;
+	uint8_t *buf;
+	int ret;
+
+	if (!carries_path(c, nr, cmd))
+		return submit_cmd(c, nr, cmd);
+	if (cmd->len > UINT16_MAX - DEV_PATH_SLOT)
+		return -EINVAL;
+	buf = calloc(1, DEV_PATH_SLOT + (size_t)cmd->len);
+	if (!buf)
+		return -ENOMEM;
+	snprintf((char *)buf, DEV_PATH_SLOT, "/dev/ublkc%u", cmd->dev_id);
+	if (cmd->len)
+		memcpy(buf + DEV_PATH_SLOT, payload, cmd->len);
+	with_path = *cmd;
+	with_path.addr = (uint64_t)(uintptr_t)buf;
+	with_path.len = (uint16_t)(DEV_PATH_SLOT + cmd->len);
+	with_path.dev_path_len = DEV_PATH_SLOT;
+	ret = submit_cmd(c, nr, &with_path);
+	/*
+	 * A known unprivileged device whose node is gone has been deleted;
+	 * the kernel still finds it by id until its last reference drops.
+	 */
+	if (ret == -ENOENT && nr != UBLK_CMD_GET_DEV_INFO2)
+		ret = -ENODEV;
+	if (cmd->len)
+		memcpy(payload, buf + DEV_PATH_SLOT, cmd->len);
+	free(buf);
+	return ret;
+}
+
+void lb_ctrl_send_path(struct lb_ctrl *c, int id)
+{
+	c->path_id = id;
 }
 
 static void cmd_init(struct ublksrv_ctrl_cmd *cmd, uint32_t id, void *buf,
@@ -204,6 +264,29 @@ int lb_ctrl_get_info(struct lb_ctrl *c, uint32_t id,
 	memset(info, 0, sizeof(*info));
 	cmd_init(&cmd, id, info, sizeof(*info));
 	return lb_ctrl_cmd(c, UBLK_CMD_GET_DEV_INFO, &cmd);
+}
+
+int lb_ctrl_get_info2(struct lb_ctrl *c, uint32_t id,
+		      struct ublksrv_ctrl_dev_info *info)
+{
+	struct ublksrv_ctrl_cmd cmd;
+	int ret, plain;
+
+	memset(info, 0, sizeof(*info));
+	cmd_init(&cmd, id, info, sizeof(*info));
+	ret = lb_ctrl_cmd(c, UBLK_CMD_GET_DEV_INFO2, &cmd);
+	/*
+	 * Kernels before 6.2 lack GET_DEV_INFO2 (and unprivileged devices);
+	 * without /dev/ublkcN here, root can still ask the plain way.
+	 */
+	if (ret == -EOPNOTSUPP || ret == -ENOTSUPP_KERNEL || ret == -ENOENT) {
+		plain = lb_ctrl_get_info(c, id, info);
+		if (plain == 0 || ret != -ENOENT)
+			ret = plain;
+	}
+	if (ret == 0 && (info->flags & UBLK_F_UNPRIVILEGED_DEV))
+		lb_ctrl_send_path(c, (int)id);
+	return ret;
 }
 
 int lb_ctrl_get_affinity(struct lb_ctrl *c, uint32_t id, unsigned int q,

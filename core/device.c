@@ -168,13 +168,19 @@ static int add_dev(struct luablk_dev *dev)
 	info->dev_id =
 		dev->cfg.dev_id < 0 ? UINT32_MAX : (uint32_t)dev->cfg.dev_id;
 	info->ublksrv_pid = getpid();
+	if (dev->cfg.flags & LUABLK_F_UNPRIVILEGED)
+		info->flags |= UBLK_F_UNPRIVILEGED_DEV;
+	ret = lb_unpriv_check_add(info->flags);
+	if (ret < 0)
+		return ret;
 	ret = lb_ctrl_add_dev(dev->ctrl, info);
 	if (ret == -EEXIST)
 		return lb_fail(ret, "ADD_DEV: device id %d is already in use",
 			       dev->cfg.dev_id);
 	if (ret == -EACCES)
-		return lb_fail(ret, "ADD_DEV: the kernel's device limit is "
-				    "reached (ublk_drv parameter ublks_max)");
+		return lb_fail(ret,
+			       "ADD_DEV: the limit of unprivileged devices "
+			       "is reached (ublk_drv parameter ublks_max)");
 	if (ret < 0)
 		return lb_fail(ret, "ADD_DEV: %s", strerror(-ret));
 	dev->added = true;
@@ -186,6 +192,12 @@ static int add_dev(struct luablk_dev *dev)
 		dev->handlers[dev->nr_queues] = NULL;
 	}
 	dev->cfg.queues = dev->nr_queues;
+	/* The kernel kept the flag: we lack CAP_SYS_ADMIN. */
+	if (info->flags & UBLK_F_UNPRIVILEGED_DEV) {
+		lb_ctrl_send_path(dev->ctrl, dev->id);
+		/* SET_PARAMS already needs /dev/ublkcN to be ours. */
+		return lb_unpriv_wait_node(dev->id, 'c');
+	}
 	return 0;
 }
 
@@ -367,6 +379,9 @@ int luablk_dev_start(struct luablk_dev *dev)
 		if (ret < 0)
 			lb_fail(ret, "START_DEV: %s", strerror(-ret));
 	}
+	/* Usable means openable by its owner: wait for udev's chown. */
+	if (ret == 0 && (dev->info.flags & UBLK_F_UNPRIVILEGED_DEV))
+		ret = lb_unpriv_wait_node(dev->id, 'b');
 	if (ret < 0) {
 		char msg[512];
 
@@ -446,6 +461,8 @@ int luablk_dev_info(const struct luablk_dev *dev, struct luablk_dev_info *info)
 	info->block_size = dev->cfg.block_size;
 	info->size = dev->cfg.size;
 	info->flags = dev->info.flags;
+	info->owner_uid = dev->info.owner_uid;
+	info->owner_gid = dev->info.owner_gid;
 	return 0;
 }
 

@@ -103,6 +103,33 @@ int lb_ctrl_simple(struct lb_ctrl *c, unsigned int nr, uint32_t id,
 		   uint64_t data);
 /* True once the kernel has answered only the legacy opcode numbers. */
 bool lb_ctrl_legacy_opcodes(void);
+/*
+ * Makes later commands for device id carry its char device path, as the
+ * kernel requires for an unprivileged device.
+ */
+void lb_ctrl_send_path(struct lb_ctrl *c, int id);
+/*
+ * GET_DEV_INFO2 (GET_DEV_INFO on kernels without it) for a device of any
+ * kind; when it is unprivileged, later commands for it carry its path.
+ */
+int lb_ctrl_get_info2(struct lb_ctrl *c, uint32_t id,
+		      struct ublksrv_ctrl_dev_info *info);
+
+/*
+ * unpriv.c: unprivileged devices (UBLK_F_UNPRIVILEGED_DEV). Each returns 0
+ * or a negative errno with luablk_last_error() set.
+ */
+/* The error for a /dev/ublk-control this user may not open. */
+int lb_unpriv_no_control(int err);
+/* Refuses ADD_DEV flags the kernel would drop or reject for a non-root. */
+int lb_unpriv_check_add(uint64_t ublk_flags);
+/* Waits until /dev/ublk{c,b}ID is readable and writable by us (udev). */
+int lb_unpriv_wait_node(int id, char kind);
+/*
+ * If the kernel refused a command on device id for lack of permission
+ * (err is -EPERM or -EACCES), records why and returns err; else returns 0.
+ */
+int lb_unpriv_denied(int id, int err);
 
 /* One hardware queue: its thread, ring and descriptors. queue.c */
 struct lb_queue {

@@ -11,7 +11,7 @@
 
 enum {
 	/* Bumped on any incompatible change to this file. */
-	LUABLK_ABI_VERSION = 1,
+	LUABLK_ABI_VERSION = 2,
 
 	/* IO operations, as in struct luablk_io.op (the ublk op numbers). */
 	LUABLK_OP_READ = 0,
@@ -29,6 +29,11 @@ enum {
 	LUABLK_F_WRITE_CACHE =
 		2, /* advertise a volatile cache: FLUSH arrives */
 	LUABLK_F_FUA = 4, /* advertise FUA: writes may carry LUABLK_IO_F_FUA */
+	/*
+	 * UBLK_F_UNPRIVILEGED_DEV: without CAP_SYS_ADMIN, create a device
+	 * owned by the caller (needs the udev rule; ignored for root)
+	 */
+	LUABLK_F_UNPRIVILEGED = 4096,
 
 	/* luablk_dev_close() flags */
 	LUABLK_CLOSE_ASYNC = 1, /* DEL_DEV_ASYNC: do not wait for openers */
@@ -96,6 +101,8 @@ struct luablk_dev_info {
 	uint32_t reserved;
 	uint64_t size; /* bytes */
 	uint64_t flags; /* negotiated UBLK_F_* feature bits */
+	uint32_t owner_uid; /* who created it (UBLK_F_UNPRIVILEGED_DEV) */
+	uint32_t owner_gid;
 };
 
 struct luablk_dev;
@@ -200,7 +207,10 @@ int luablk_shared_open(int id, const char *name, void **out,
 /* Unmaps a region mapped by luablk_shared_open(). */
 int luablk_shared_unmap(void *addr, uint64_t size);
 
-/* Reads GET_DEV_INFO and GET_PARAMS for any device id on the machine. */
+/*
+ * Reads GET_DEV_INFO2 and GET_PARAMS for any device id on the machine
+ * (a non-root caller may read only its own unprivileged devices).
+ */
 int luablk_query(int id, struct luablk_dev_info *info);
 
 /*

@@ -19,9 +19,11 @@ int luablk_query(int id, struct luablk_dev_info *out)
 	ret = lb_ctrl_open(&c);
 	if (ret < 0)
 		return ret;
-	ret = lb_ctrl_get_info(c, (uint32_t)id, &info);
+	ret = lb_ctrl_get_info2(c, (uint32_t)id, &info);
 	if (ret < 0) {
 		lb_ctrl_close(c);
+		if (lb_unpriv_denied(id, ret))
+			return ret;
 		return lb_fail(ret, "device %d: %s", id, strerror(-ret));
 	}
 	/* A device whose server never set parameters reports none. */
@@ -36,6 +38,8 @@ int luablk_query(int id, struct luablk_dev_info *out)
 	out->depth = info.queue_depth;
 	out->max_io = info.max_io_buf_bytes;
 	out->flags = info.flags;
+	out->owner_uid = info.owner_uid;
+	out->owner_gid = info.owner_gid;
 	if (p.types & UBLK_PARAM_TYPE_BASIC) {
 		out->block_size = 1U << p.basic.logical_bs_shift;
 		out->size = p.basic.dev_sectors << 9;
@@ -74,6 +78,7 @@ int luablk_list(int *ids, int max)
 
 int luablk_delete(int id, int async)
 {
+	struct ublksrv_ctrl_dev_info info;
 	struct lb_ctrl *c;
 	int ret;
 
@@ -81,12 +86,26 @@ int luablk_delete(int id, int async)
 	ret = lb_ctrl_open(&c);
 	if (ret < 0)
 		return ret;
-	ret = lb_ctrl_simple(c,
-			     async ? UBLK_CMD_DEL_DEV_ASYNC : UBLK_CMD_DEL_DEV,
-			     (uint32_t)id, 0);
+	/* Learns whether DEL_DEV must name the device's char node. */
+	ret = lb_ctrl_get_info2(c, (uint32_t)id, &info);
+	if (ret == 0 && async && (info.flags & UBLK_F_UNPRIVILEGED_DEV)) {
+		lb_ctrl_close(c);
+		/* The kernel's permission check has no case for it: -EINVAL. */
+		return lb_fail(-EOPNOTSUPP,
+			       "device %d is unprivileged: the "
+			       "kernel deletes those only "
+			       "synchronously (drop --async)",
+			       id);
+	}
+	if (ret == 0)
+		ret = lb_ctrl_simple(
+			c, async ? UBLK_CMD_DEL_DEV_ASYNC : UBLK_CMD_DEL_DEV,
+			(uint32_t)id, 0);
 	lb_ctrl_close(c);
 	if (ret == -ENODEV)
 		return lb_fail(ret, "no ublk device %d", id);
+	if (lb_unpriv_denied(id, ret))
+		return ret;
 	if (ret < 0 && async && (ret == -EOPNOTSUPP || ret == -EINVAL))
 		return lb_fail(-EOPNOTSUPP, "this kernel has no DEL_DEV_ASYNC "
 					    "(needs 6.9)");

@@ -8,6 +8,8 @@
  * as /run/luablk/ID/NAME (a link to /proc/PID/fd/N): tools such as
  * `luablk stats ID` map a running device's counters and flags from another
  * process. The memory goes away with the serving process, however it ends.
+ * A server that is not root cannot create /run/luablk; it publishes under
+ * $XDG_RUNTIME_DIR/luablk instead (unprivileged devices).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -25,6 +27,24 @@
 
 #define PUBLISH_ROOT "/run/luablk"
 
+/* The per-user publish directory, or "" if there is none. */
+static void user_root(char *buf, size_t len)
+{
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+
+	buf[0] = '\0';
+	if (xdg && xdg[0] == '/')
+		snprintf(buf, len, "%s/luablk", xdg);
+}
+
+/* Where this process publishes its devices' regions. */
+static void publish_root(char *buf, size_t len)
+{
+	user_root(buf, len);
+	if (geteuid() == 0 || !buf[0])
+		snprintf(buf, len, "%s", PUBLISH_ROOT);
+}
+
 static struct lb_shared *find(struct lb_shared *s, const char *name)
 {
 	for (; s; s = s->next)
@@ -35,9 +55,10 @@ static struct lb_shared *find(struct lb_shared *s, const char *name)
 
 static void publish_one(struct luablk_dev *dev, const struct lb_shared *s)
 {
-	char link[PATH_MAX], target[64];
+	char link[PATH_MAX], target[64], root[PATH_MAX - 128];
 
-	snprintf(link, sizeof(link), PUBLISH_ROOT "/%d/%s", dev->id, s->name);
+	publish_root(root, sizeof(root));
+	snprintf(link, sizeof(link), "%s/%d/%s", root, dev->id, s->name);
 	snprintf(target, sizeof(target), "/proc/%d/fd/%d", getpid(), s->fd);
 	unlink(link);
 	if (symlink(target, link) < 0)
@@ -125,14 +146,15 @@ int luablk_dev_shared(struct luablk_dev *dev, const char *name, uint64_t size,
 	return 0;
 }
 
-/* Removes PUBLISH_ROOT/ID and its links (ours, or left by a dead server). */
+/* Removes ROOT/ID and its links (ours, or left by a dead server). */
 static void remove_dir(int id)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], root[PATH_MAX - 32];
 	struct dirent *e;
 	DIR *d;
 
-	snprintf(path, sizeof(path), PUBLISH_ROOT "/%d", id);
+	publish_root(root, sizeof(root));
+	snprintf(path, sizeof(path), "%s/%d", root, id);
 	d = opendir(path);
 	if (!d)
 		return;
@@ -145,12 +167,13 @@ static void remove_dir(int id)
 
 void lb_shared_publish(struct luablk_dev *dev)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], root[PATH_MAX - 32];
 
+	publish_root(root, sizeof(root));
 	pthread_mutex_lock(&dev->lock);
 	remove_dir(dev->id);
-	snprintf(path, sizeof(path), PUBLISH_ROOT "/%d", dev->id);
-	if ((mkdir(PUBLISH_ROOT, 0755) == 0 || errno == EEXIST) &&
+	snprintf(path, sizeof(path), "%s/%d", root, dev->id);
+	if ((mkdir(root, 0755) == 0 || errno == EEXIST) &&
 	    mkdir(path, 0700) == 0) {
 		dev->published = true;
 		for (struct lb_shared *s = dev->shared; s; s = s->next)
@@ -170,7 +193,7 @@ void lb_shared_unpublish(struct luablk_dev *dev)
 
 int luablk_shared_open(int id, const char *name, void **out, uint64_t *out_size)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], root[PATH_MAX - 128];
 	struct stat st;
 	void *p;
 	int fd;
@@ -179,6 +202,11 @@ int luablk_shared_open(int id, const char *name, void **out, uint64_t *out_size)
 		return lb_fail(-EINVAL, "bad shared region name");
 	snprintf(path, sizeof(path), PUBLISH_ROOT "/%d/%s", id, name);
 	fd = open(path, O_RDWR | O_CLOEXEC);
+	user_root(root, sizeof(root));
+	if (fd < 0 && root[0]) {
+		snprintf(path, sizeof(path), "%s/%d/%s", root, id, name);
+		fd = open(path, O_RDWR | O_CLOEXEC);
+	}
 	if (fd < 0)
 		return lb_fail(-errno,
 			       "device %d has no shared region '%s' "

@@ -1,5 +1,6 @@
 -- The luablk command-line tool. main(argv) returns the exit status; user
 -- errors print one "luablk: ..." line on stderr and return non-zero.
+local errno = require("luablk.errno")
 local options = require("luablk.options")
 
 local M = {}
@@ -9,7 +10,8 @@ usage: luablk COMMAND [ARGS]
 
   add BACKEND [--size S] [--queues N] [--depth D] [--max-io B]
               [--block-size B] [--id N] [--no-pin] [--write-cache] [--fua]
-              [--filter NAME:K=V,...]... [--json] [-- ARGS...]
+              [--unprivileged] [--filter NAME:K=V,...]... [--json]
+              [-- ARGS...]
         create a device served by BACKEND (null, mem, file, c-null, c-mem,
         or a path to a .lua file) in the foreground; prints /dev/ublkbN
         once it is usable; SIGINT or SIGTERM tears it down, SIGHUP
@@ -29,6 +31,8 @@ usage: luablk COMMAND [ARGS]
         turn a device's fault flag on or off, or show the fault filter's
         state (--log: every IO it failed); SIGUSR1 and SIGUSR2 to the
         `add` process turn the flag on and off too
+  udev-owner NODE                   what the udev rule runs: give an
+                                    unprivileged device's node to its owner
   help                              this text
 ]]
 
@@ -57,6 +61,7 @@ local ADD_SPEC = {
 	["no-pin"] = "flag",
 	["write-cache"] = "flag",
 	fua = "flag",
+	unprivileged = "flag",
 	filter = "list",
 }
 
@@ -77,6 +82,7 @@ function M.add_options(argv)
 		no_pin = o["no-pin"],
 		write_cache = o["write-cache"],
 		fua = o.fua,
+		unprivileged = o.unprivileged,
 	}
 	local err
 	opts.size, err = options.size(o.size or "")
@@ -179,6 +185,12 @@ local function cmd_add(argv)
 	return code
 end
 
+-- A refusal of one device to a user who may use /dev/ublk-control: not
+-- theirs. (Not being allowed to open the control device is no such thing.)
+local function not_mine(err, e)
+	return (e == errno.EPERM or e == errno.EACCES) and not err:find("/dev/ublk-control", 1, true)
+end
+
 local function cmd_list(argv)
 	local o, pos = options.parse(argv, { json = "flag" })
 	if not o then
@@ -189,22 +201,31 @@ local function cmd_list(argv)
 	if not ids then
 		return fail(err)
 	end
-	local rows = {}
+	local rows, hidden = {}, 0
 	for _, id in ipairs(ids) do
-		local info = luablk.query(id)
+		local info, qerr, e = luablk.query(id)
 		if info then
 			rows[#rows + 1] = info
+		elseif not_mine(qerr, e) then
+			hidden = hidden + 1
+		elseif e == errno.EPERM or e == errno.EACCES then
+			return fail(human(qerr))
 		end
+	end
+	if hidden > 0 then
+		io.stderr:write(("luablk: %d device(s) of other users not shown (root sees all)\n"):format(hidden))
 	end
 	if o.json then
 		local encoded = #rows == 0 and "[]" or json().encode(rows)
 		io.stdout:write(encoded, "\n")
 		return 0
 	end
-	io.stdout:write(("%-4s %-9s %6s %6s %14s %8s  %s\n"):format("ID", "STATE", "QUEUES", "DEPTH", "SIZE", "PID", "PATH"))
+	local head = { "ID", "STATE", "QUEUES", "DEPTH", "SIZE", "PID", "OWNER", "PATH" }
+	io.stdout:write(("%-4s %-9s %6s %6s %14s %8s %-11s %s\n"):format(unpack(head)))
 	for _, r in ipairs(rows) do
+		local owner = r.unprivileged and ("%d:%d"):format(r.owner_uid, r.owner_gid) or "root"
 		io.stdout:write(
-			("%-4d %-9s %6d %6d %14d %8d  %s\n"):format(r.id, r.state, r.queues, r.depth, r.size, r.pid, r.path)
+			("%-4d %-9s %6d %6d %14d %8d %-11s %s\n"):format(r.id, r.state, r.queues, r.depth, r.size, r.pid, owner, r.path)
 		)
 	end
 	return 0
@@ -236,12 +257,18 @@ local function cmd_del(argv)
 		end
 		ids = { id }
 	end
-	local code = 0
+	local code, denied = 0, 0
 	for _, id in ipairs(ids) do
-		local ok, err = luablk.delete(id, o.async)
-		if not ok then
+		local ok, err, e = luablk.delete(id, o.async)
+		-- --all means every device this user may delete.
+		if not ok and o.all and not_mine(err, e) then
+			denied = denied + 1
+		elseif not ok then
 			code = fail(human(err))
 		end
+	end
+	if denied > 0 then
+		io.stderr:write(("luablk: %d device(s) of other users left alone\n"):format(denied))
 	end
 	return code
 end
@@ -397,7 +424,6 @@ local function fault_text(id, on, st, log)
 	if st.lost > 0 then
 		out[#out + 1] = ("(the log keeps the last %d; %d older ones are gone)"):format(st.capacity, st.lost)
 	end
-	local errno = require("luablk.errno")
 	for _, r in ipairs(log or {}) do
 		local e = errno.name(r.errno)
 		out[#out + 1] = ("%8d %-12s off %d len %d %s queue %d"):format(r.seq, r.op, r.off, r.len, e, r.queue)
@@ -510,6 +536,15 @@ local function cmd_reload(argv)
 	return 0
 end
 
+-- luablk udev-owner NODE: see luablk/udev.lua.
+local function cmd_udev_owner(argv)
+	local ok, err, code = require("luablk.udev").owner(argv)
+	if not ok then
+		return fail(err, code)
+	end
+	return 0
+end
+
 local COMMANDS = {
 	add = cmd_add,
 	list = cmd_list,
@@ -520,6 +555,7 @@ local COMMANDS = {
 	fault = cmd_fault,
 	crash = cmd_crash,
 	reload = cmd_reload,
+	["udev-owner"] = cmd_udev_owner,
 }
 
 function M.main(argv)

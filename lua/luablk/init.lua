@@ -116,7 +116,13 @@ local function make_config(opts)
 	cfg.max_io = opts.max_io or cfg.max_io
 	cfg.block_size = opts.block_size or cfg.block_size
 	cfg.dev_id = opts.id or -1
-	for opt, flag in pairs({ no_pin = C.LUABLK_F_NO_PIN, write_cache = C.LUABLK_F_WRITE_CACHE, fua = C.LUABLK_F_FUA }) do
+	local flag_opts = {
+		no_pin = C.LUABLK_F_NO_PIN,
+		write_cache = C.LUABLK_F_WRITE_CACHE,
+		fua = C.LUABLK_F_FUA,
+		unprivileged = C.LUABLK_F_UNPRIVILEGED,
+	}
+	for opt, flag in pairs(flag_opts) do
 		if opts[opt] then
 			cfg.flags = bit.bor(cfg.flags, flag)
 		end
@@ -129,7 +135,8 @@ end
 
 -- Creates and starts a device. opts: backend, size (bytes), and optional
 -- queues, depth, max_io, block_size, id, no_pin, write_cache, fua,
--- args (list of strings), filters (list of "NAME:k=v,..." strings).
+-- unprivileged, args (list of strings), filters (list of "NAME:k=v,..."
+-- strings).
 -- Returns a Device, or nil, message, errno.
 function M.add(opts)
 	local cfg, anchor = make_config(opts)
@@ -152,6 +159,8 @@ function M.check(opts)
 	return true
 end
 
+M.UBLK_F_UNPRIVILEGED_DEV = 32
+
 local function info_table(i)
 	return {
 		id = i.id,
@@ -164,6 +173,9 @@ local function info_table(i)
 		size = tonumber(i.size),
 		flags = tonumber(i.flags),
 		path = "/dev/ublkb" .. i.id,
+		unprivileged = bit.band(tonumber(i.flags), M.UBLK_F_UNPRIVILEGED_DEV) ~= 0,
+		owner_uid = tonumber(i.owner_uid),
+		owner_gid = tonumber(i.owner_gid),
 	}
 end
 

@@ -35,6 +35,7 @@ struct luablk_dirent {
 DIR *opendir(const char *name);
 struct luablk_dirent *readdir(DIR *dir) __asm__("readdir64");
 int closedir(DIR *dir);
+int lchown(const char *path, unsigned int owner, unsigned int group);
 ]])
 
 local C = ffi.C
@@ -192,6 +193,14 @@ end
 
 function M.exists(path)
 	return C.access(path, 0) == 0
+end
+
+-- Changes the owner of path itself (a symlink is not followed).
+function M.lchown(path, uid, gid)
+	if C.lchown(path, uid, gid) < 0 then
+		return M.fail("chown " .. path)
+	end
+	return true
 end
 
 return M

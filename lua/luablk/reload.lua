@@ -1,5 +1,5 @@
 -- Reload requests from other processes. `luablk reload ID` leaves a
--- request file in the device's directory /run/luablk/ID/ and sends SIGHUP
+-- request file in the device's publish directory and sends SIGHUP
 -- to the serving process; that process (cli.lua's add loop) reloads and
 -- answers in a result file next to it. A bare SIGHUP, with no request
 -- waiting, reloads the current backend from disk.
@@ -10,10 +10,19 @@ local posix = require("luablk.posix")
 local M = {}
 
 local SIGHUP = 1
-M.DIR = "/run/luablk"
 
+-- The device's publish directory (core/shared.c): /run/luablk/ID, or
+-- $XDG_RUNTIME_DIR/luablk/ID for a server that is not root.
 local function dir_of(id)
-	return ("%s/%d"):format(M.DIR, id)
+	local dir = ("/run/luablk/%d"):format(id)
+	local xdg = os.getenv("XDG_RUNTIME_DIR")
+	if not posix.exists(dir) and xdg and xdg:sub(1, 1) == "/" then
+		local user = ("%s/luablk/%d"):format(xdg, id)
+		if posix.exists(user) then
+			return user
+		end
+	end
+	return dir
 end
 
 -- Writes text to path all at once: a reader never sees half of it.

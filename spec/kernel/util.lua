@@ -66,12 +66,15 @@ function M.gone(path)
 	end)
 end
 
--- Starts `luablk add ARGS` in the background; returns its pid and its
+-- Starts `luablk add ARGS` in the background, run through the command
+-- prefix `wrap` (such as setpriv ...) if given; returns its pid and its
 -- first stdout line once the device is up (nil if it never printed one).
-function M.start_add(args)
+function M.start_add(args, wrap)
 	local out = os.tmpname()
 	local ofd = assert(posix.open(out, posix.O_WRONLY + posix.O_TRUNC))
-	local argv = { M.luablk_bin, "add" }
+	local argv = { unpack(wrap or {}) }
+	argv[#argv + 1] = M.luablk_bin
+	argv[#argv + 1] = "add"
 	for _, a in ipairs(args) do
 		argv[#argv + 1] = a
 	end
