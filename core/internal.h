@@ -129,6 +129,7 @@ struct luablk_dev {
 	int stop_fd; /* eventfd: written once to make queue threads exit */
 	int event_fd; /* eventfd: a queue thread stopped on its own */
 	bool added, started, closed;
+	bool recovering; /* made by luablk_dev_recover for an existing id */
 	bool published; /* regions linked under /run/luablk/ID */
 	struct luablk_handler **handlers; /* one per queue */
 	struct lb_queue *queues;
@@ -141,6 +142,19 @@ struct luablk_dev {
 
 /* device.c: called by a queue thread when it leaves its loop. */
 void lb_dev_queue_exited(struct luablk_dev *dev, bool on_its_own);
+
+/*
+ * device.c: luablk_dev_create() for a new device (recover_id -1), or for
+ * device recover_id, which exists already and whose server died.
+ */
+int lb_dev_create(const struct luablk_config *cfg, int recover_id,
+		  struct luablk_dev **out);
+/*
+ * device.c: after START_USER_RECOVERY, opens the char device, starts the
+ * queues and sends END_USER_RECOVERY. On failure everything of ours is
+ * released and the device is left to the kernel, quiesced.
+ */
+int lb_dev_serve_recovered(struct luablk_dev *dev);
 
 /*
  * fork_guard.c: fds closed in every fork() child, so that children of a
