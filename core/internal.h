@@ -68,12 +68,17 @@ struct lb_shared {
 	void *addr;
 	uint64_t size;
 	int fd; /* memfd, so other processes can map it once published */
+	/* A file under /run/luablk (recoverable devices): kept on a crash. */
+	bool persistent;
+	bool linked; /* the file has its name in /run/luablk/ID */
 };
 void lb_shared_free_all(struct lb_shared **list);
 /* Publishes every region under /run/luablk/ID/ (best effort). */
 void lb_shared_publish(struct luablk_dev *dev);
 /* Removes /run/luablk/ID/ again. */
 void lb_shared_unpublish(struct luablk_dev *dev);
+/* Removes /run/luablk/ID/ of a device that no server will clean up. */
+void lb_shared_remove(int id);
 
 /* The control device: a SQE128 ring on /dev/ublk-control. ctrl.c */
 struct lb_ctrl;

@@ -206,7 +206,10 @@ int luablk_dev_event_fd(const struct luablk_dev *dev);
  * device, created on first use with the given size and found by name after.
  * size 0 only looks it up. The region lives until luablk_dev_close(). While
  * the device runs, the region is also published as /run/luablk/ID/NAME so
- * that other processes can map it (luablk_shared_open). Names are 1-63
+ * that other processes can map it (luablk_shared_open). A recoverable
+ * device's regions are files there rather than links to this process's
+ * memory: they outlive a crash, luablk_dev_recover() maps them again, and
+ * they are removed when the device is deleted. Names are 1-63
  * bytes without '/'. Returns 0, -ENOENT (size 0, no such region), -EEXIST
  * (size differs), -EINVAL (bad name) or -ENOMEM.
  */
@@ -235,7 +238,8 @@ int luablk_list(int *ids, int max);
 
 /*
  * Deletes a device by id with DEL_DEV, or DEL_DEV_ASYNC if async != 0.
- * This also removes a recoverable device that has no server (quiesced).
+ * This also removes a recoverable device that has no server (quiesced),
+ * together with the shared regions it kept (see luablk_dev_shared).
  */
 int luablk_delete(int id, int async);
 

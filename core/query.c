@@ -74,6 +74,8 @@ int luablk_list(int *ids, int max)
 
 int luablk_delete(int id, int async)
 {
+	struct ublksrv_ctrl_dev_info info;
+	bool served;
 	struct lb_ctrl *c;
 	int ret;
 
@@ -81,6 +83,9 @@ int luablk_delete(int id, int async)
 	ret = lb_ctrl_open(&c);
 	if (ret < 0)
 		return ret;
+	/* A live server removes its own regions as it goes. */
+	served = lb_ctrl_get_info(c, (uint32_t)id, &info) == 0 &&
+		 info.state == UBLK_S_DEV_LIVE;
 	ret = lb_ctrl_simple(c,
 			     async ? UBLK_CMD_DEL_DEV_ASYNC : UBLK_CMD_DEL_DEV,
 			     (uint32_t)id, 0);
@@ -92,6 +97,8 @@ int luablk_delete(int id, int async)
 					    "(needs 6.9)");
 	if (ret < 0)
 		return lb_fail(ret, "delete device %d: %s", id, strerror(-ret));
+	if (!served)
+		lb_shared_remove(id);
 	return 0;
 }
 
