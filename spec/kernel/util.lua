@@ -69,9 +69,14 @@ end
 -- Starts `luablk add ARGS` in the background; returns its pid and its
 -- first stdout line once the device is up (nil if it never printed one).
 function M.start_add(args)
+	return M.start_cli("add", args)
+end
+
+-- The same for any serving command (`luablk recover ARGS`).
+function M.start_cli(cmd, args)
 	local out = os.tmpname()
 	local ofd = assert(posix.open(out, posix.O_WRONLY + posix.O_TRUNC))
-	local argv = { M.luablk_bin, "add" }
+	local argv = { M.luablk_bin, cmd }
 	for _, a in ipairs(args) do
 		argv[#argv + 1] = a
 	end
