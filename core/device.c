@@ -79,6 +79,12 @@ static void free_device(struct luablk_dev *dev)
 
 int luablk_dev_create(const struct luablk_config *cfg, struct luablk_dev **out)
 {
+	return lb_dev_create(cfg, -1, out);
+}
+
+int lb_dev_create(const struct luablk_config *cfg, int recover_id,
+		  struct luablk_dev **out)
+{
 	struct luablk_dev *dev;
 	int ret, ncpu;
 
@@ -92,7 +98,9 @@ int luablk_dev_create(const struct luablk_config *cfg, struct luablk_dev **out)
 	pthread_mutex_init(&dev->lock, NULL);
 	pthread_cond_init(&dev->cond, NULL);
 	pthread_mutex_init(&dev->reload_lock, NULL);
-	dev->id = -1;
+	/* A recovering backend sees its id, and finds its kept regions. */
+	dev->id = recover_id;
+	dev->recovering = recover_id >= 0;
 	dev->char_fd = -1;
 	dev->stop_fd = eventfd(0, EFD_CLOEXEC);
 	dev->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -156,12 +164,52 @@ static int pick_cpu(struct luablk_dev *dev, unsigned int q, cpu_set_t *used)
 	return first;
 }
 
+/* The UBLK_F_* recovery bits that cfg flags ask for. */
+static uint64_t recovery_flags(uint32_t flags)
+{
+	uint64_t f = 0;
+
+	if (flags &
+	    (LUABLK_F_RECOVERABLE | LUABLK_F_REISSUE | LUABLK_F_FAIL_IO))
+		f |= UBLK_F_USER_RECOVERY;
+	if (flags & LUABLK_F_REISSUE)
+		f |= UBLK_F_USER_RECOVERY_REISSUE;
+	if (flags & LUABLK_F_FAIL_IO)
+		f |= UBLK_F_USER_RECOVERY_FAIL_IO;
+	return f;
+}
+
+/*
+ * ADD_DEV drops feature bits the kernel does not know without a word, so
+ * a device asked to fail IO without a server would quietly queue it
+ * instead. Ask GET_FEATURES first.
+ */
+static int check_fail_io(const struct luablk_dev *dev)
+{
+	uint64_t features = 0;
+
+	if (!(dev->cfg.flags & LUABLK_F_FAIL_IO))
+		return 0;
+	if (luablk_features(&features) < 0 ||
+	    !(features & UBLK_F_USER_RECOVERY_FAIL_IO))
+		return lb_fail(-EOPNOTSUPP,
+			       "the running kernel does not support "
+			       "UBLK_F_USER_RECOVERY_FAIL_IO (--fail-io needs "
+			       "Linux 6.13 or later)");
+	return 0;
+}
+
 static int add_dev(struct luablk_dev *dev)
 {
 	struct ublksrv_ctrl_dev_info *info = &dev->info;
+	uint64_t wanted = recovery_flags(dev->cfg.flags);
 	int ret;
 
+	ret = check_fail_io(dev);
+	if (ret < 0)
+		return ret;
 	memset(info, 0, sizeof(*info));
+	info->flags = wanted;
 	info->nr_hw_queues = (uint16_t)dev->nr_queues;
 	info->queue_depth = (uint16_t)dev->cfg.depth;
 	info->max_io_buf_bytes = dev->cfg.max_io;
@@ -185,6 +233,11 @@ static int add_dev(struct luablk_dev *dev)
 		return lb_fail(ret, "ADD_DEV: %s", strerror(-ret));
 	dev->added = true;
 	dev->id = (int)info->dev_id;
+	if ((info->flags & wanted) != wanted)
+		return lb_fail(
+			-EOPNOTSUPP,
+			"the running kernel does not support crash "
+			"recovery (UBLK_F_USER_RECOVERY needs Linux 6.1)");
 	/* The kernel may have lowered the queue count; drop extra states. */
 	while (dev->nr_queues > info->nr_hw_queues) {
 		dev->nr_queues--;
@@ -393,6 +446,35 @@ int luablk_dev_start(struct luablk_dev *dev)
 		dev->closed = true; /* the stop eventfd has fired */
 		return lb_fail(ret, "%s", msg);
 	}
+	dev->started = true;
+	lb_shared_publish(dev);
+	return 0;
+}
+
+int lb_dev_serve_recovered(struct luablk_dev *dev)
+{
+	int ret = open_char_dev(dev);
+
+	if (ret == 0)
+		ret = start_queues(dev);
+	if (ret == 0) {
+		/* Waits until every queue has its fetches in, then unquiesces.
+		 */
+		ret = lb_ctrl_simple(dev->ctrl, UBLK_CMD_END_USER_RECOVERY,
+				     (uint32_t)dev->id, (uint64_t)getpid());
+		if (ret < 0)
+			lb_fail(ret, "END_USER_RECOVERY: %s", strerror(-ret));
+	}
+	if (ret < 0) {
+		char msg[512];
+
+		/* Not added: teardown leaves STOP_DEV and DEL_DEV alone. */
+		snprintf(msg, sizeof(msg), "%s", luablk_last_error());
+		teardown(dev, 0);
+		dev->closed = true;
+		return lb_fail(ret, "%s", msg);
+	}
+	dev->added = true;
 	dev->started = true;
 	lb_shared_publish(dev);
 	return 0;

@@ -78,12 +78,17 @@ struct lb_shared {
 	void *addr;
 	uint64_t size;
 	int fd; /* memfd, so other processes can map it once published */
+	/* A file under /run/luablk (recoverable devices): kept on a crash. */
+	bool persistent;
+	bool linked; /* the file has its name in /run/luablk/ID */
 };
 void lb_shared_free_all(struct lb_shared **list);
 /* Publishes every region under /run/luablk/ID/ (best effort). */
 void lb_shared_publish(struct luablk_dev *dev);
 /* Removes /run/luablk/ID/ again. */
 void lb_shared_unpublish(struct luablk_dev *dev);
+/* Removes /run/luablk/ID/ of a device that no server will clean up. */
+void lb_shared_remove(int id);
 
 /* The control device: a SQE128 ring on /dev/ublk-control. ctrl.c */
 struct lb_ctrl;
@@ -167,6 +172,7 @@ struct luablk_dev {
 	int pause_fd; /* eventfd: readable while a reload parks the queues */
 	int event_fd; /* eventfd: a queue thread stopped on its own */
 	bool added, started, closed;
+	bool recovering; /* made by luablk_dev_recover for an existing id */
 	bool published; /* regions linked under /run/luablk/ID */
 	struct luablk_handler **handlers; /* one per queue */
 	struct lb_queue *queues;
@@ -195,6 +201,19 @@ void lb_dev_advertised(const struct luablk_dev *dev, struct lb_caps *out);
  * poll fired; returns when the reload is over (at once if there is none).
  */
 void lb_dev_park(struct luablk_dev *dev);
+
+/*
+ * device.c: luablk_dev_create() for a new device (recover_id -1), or for
+ * device recover_id, which exists already and whose server died.
+ */
+int lb_dev_create(const struct luablk_config *cfg, int recover_id,
+		  struct luablk_dev **out);
+/*
+ * device.c: after START_USER_RECOVERY, opens the char device, starts the
+ * queues and sends END_USER_RECOVERY. On failure everything of ours is
+ * released and the device is left to the kernel, quiesced.
+ */
+int lb_dev_serve_recovered(struct luablk_dev *dev);
 
 /*
  * fork_guard.c: fds closed in every fork() child, so that children of a

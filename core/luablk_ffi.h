@@ -34,6 +34,18 @@ enum {
 	 * owned by the caller (needs the udev rule; ignored for root)
 	 */
 	LUABLK_F_UNPRIVILEGED = 4096,
+	/*
+	 * Crash recovery (UBLK_F_USER_RECOVERY, Linux 6.1+): the device
+	 * outlives a server that dies without closing it. IO waits until
+	 * luablk_dev_recover() starts a new server; IO the dead server had
+	 * taken fails with EIO, unless LUABLK_F_REISSUE (USER_RECOVERY_REISSUE)
+	 * hands it to the new server. With LUABLK_F_FAIL_IO
+	 * (USER_RECOVERY_FAIL_IO, newer than 6.12) all IO fails at once while
+	 * no server runs. REISSUE and FAIL_IO imply RECOVERABLE.
+	 */
+	LUABLK_F_RECOVERABLE = 256,
+	LUABLK_F_REISSUE = 512,
+	LUABLK_F_FAIL_IO = 1024,
 
 	/* luablk_dev_close() flags */
 	LUABLK_CLOSE_ASYNC = 1, /* DEL_DEV_ASYNC: do not wait for openers */
@@ -93,7 +105,7 @@ struct luablk_config {
 struct luablk_dev_info {
 	int32_t id;
 	int32_t pid; /* serving process, or -1 */
-	uint32_t state; /* 0 dead, 1 live, 2 quiesced */
+	uint32_t state; /* LUABLK_STATE_* */
 	uint32_t queues;
 	uint32_t depth;
 	uint32_t max_io;
@@ -103,6 +115,14 @@ struct luablk_dev_info {
 	uint64_t flags; /* negotiated UBLK_F_* feature bits */
 	uint32_t owner_uid; /* who created it (UBLK_F_UNPRIVILEGED_DEV) */
 	uint32_t owner_gid;
+};
+
+/* struct luablk_dev_info.state, as the kernel reports it */
+enum {
+	LUABLK_STATE_DEAD = 0, /* not started, or stopped */
+	LUABLK_STATE_LIVE = 1, /* a server serves it */
+	LUABLK_STATE_QUIESCED = 2, /* recoverable, no server: IO waits */
+	LUABLK_STATE_FAIL_IO = 3, /* recoverable, no server: IO fails */
 };
 
 struct luablk_dev;
@@ -147,6 +167,25 @@ int luablk_dev_start(struct luablk_dev *dev);
 int luablk_dev_new(const struct luablk_config *cfg, struct luablk_dev **out);
 
 /*
+ * Starts a new server in this process for device id, a device added with
+ * LUABLK_F_RECOVERABLE whose server died. From cfg only backend, args,
+ * filters and LUABLK_F_NO_PIN count: size, queues, depth, max_io,
+ * block_size and the recovery flags are the device's own, read with
+ * GET_DEV_INFO and GET_PARAMS. The backend is loaded and checked first;
+ * then, once the kernel has quiesced the device (this waits up to 30 s
+ * for a server that is still exiting), START_USER_RECOVERY, the char
+ * device, one queue thread per queue with its FETCH_REQs, and
+ * END_USER_RECOVERY. When it returns 0, IO that waited is served and the
+ * device is in *out, to be closed with luablk_dev_close() as usual.
+ * Returns -ENODEV (no such device), -EINVAL (not recoverable, or dead),
+ * -EBUSY (a live server still serves it), -ETIMEDOUT (it did not become
+ * recoverable in time) or another -errno; on every failure the device is
+ * left as it was.
+ */
+int luablk_dev_recover(const struct luablk_config *cfg, int id,
+		       struct luablk_dev **out);
+
+/*
  * Tears the device down and frees it: stops the queue threads, closes their
  * rings and the char device, then STOP_DEV and DEL_DEV. DEL_DEV waits until
  * every fd on /dev/ublkbN is closed and it is unmounted; with
@@ -189,7 +228,10 @@ int luablk_dev_event_fd(const struct luablk_dev *dev);
  * device, created on first use with the given size and found by name after.
  * size 0 only looks it up. The region lives until luablk_dev_close(). While
  * the device runs, the region is also published as /run/luablk/ID/NAME so
- * that other processes can map it (luablk_shared_open). Names are 1-63
+ * that other processes can map it (luablk_shared_open). A recoverable
+ * device's regions are files there rather than links to this process's
+ * memory: they outlive a crash, luablk_dev_recover() maps them again, and
+ * they are removed when the device is deleted. Names are 1-63
  * bytes without '/'. Returns 0, -ENOENT (size 0, no such region), -EEXIST
  * (size differs), -EINVAL (bad name) or -ENOMEM.
  */
@@ -219,7 +261,11 @@ int luablk_query(int id, struct luablk_dev_info *info);
  */
 int luablk_list(int *ids, int max);
 
-/* Deletes a device by id with DEL_DEV, or DEL_DEV_ASYNC if async != 0. */
+/*
+ * Deletes a device by id with DEL_DEV, or DEL_DEV_ASYNC if async != 0.
+ * This also removes a recoverable device that has no server (quiesced),
+ * together with the shared regions it kept (see luablk_dev_shared).
+ */
 int luablk_delete(int id, int async);
 
 /* Stores the kernel's supported UBLK_F_* bits (GET_FEATURES, 6.5+). */

@@ -79,6 +79,7 @@ int luablk_list(int *ids, int max)
 int luablk_delete(int id, int async)
 {
 	struct ublksrv_ctrl_dev_info info;
+	bool served;
 	struct lb_ctrl *c;
 	int ret;
 
@@ -97,6 +98,8 @@ int luablk_delete(int id, int async)
 			       "synchronously (drop --async)",
 			       id);
 	}
+	/* A live server removes its own regions as it goes. */
+	served = ret == 0 && info.state == UBLK_S_DEV_LIVE;
 	if (ret == 0)
 		ret = lb_ctrl_simple(
 			c, async ? UBLK_CMD_DEL_DEV_ASYNC : UBLK_CMD_DEL_DEV,
@@ -111,6 +114,8 @@ int luablk_delete(int id, int async)
 					    "(needs 6.9)");
 	if (ret < 0)
 		return lb_fail(ret, "delete device %d: %s", id, strerror(-ret));
+	if (!served)
+		lb_shared_remove(id);
 	return 0;
 }
 

@@ -10,6 +10,13 @@
  * process. The memory goes away with the serving process, however it ends.
  * A server that is not root cannot create /run/luablk; it publishes under
  * $XDG_RUNTIME_DIR/luablk instead (unprivileged devices).
+ *
+ * A recoverable device's regions must outlive a crash instead, so they are
+ * files in the same directory (/run is a tmpfs): made unnamed with
+ * O_TMPFILE while the id is unknown, linked in once the device runs, found
+ * again by the server that recovers the device, and removed with the
+ * device. Only root's devices are recoverable, so those always live
+ * under /run/luablk.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -53,38 +60,135 @@ static struct lb_shared *find(struct lb_shared *s, const char *name)
 	return NULL;
 }
 
-static void publish_one(struct luablk_dev *dev, const struct lb_shared *s)
+static void publish_one(struct luablk_dev *dev, struct lb_shared *s)
 {
 	char link[PATH_MAX], target[64], root[PATH_MAX - 128];
+	int ret;
 
+	if (s->linked)
+		return;
 	publish_root(root, sizeof(root));
 	snprintf(link, sizeof(link), "%s/%d/%s", root, dev->id, s->name);
-	snprintf(target, sizeof(target), "/proc/%d/fd/%d", getpid(), s->fd);
 	unlink(link);
-	if (symlink(target, link) < 0)
+	if (s->persistent) {
+		/* Gives the O_TMPFILE file its name (no capability needed). */
+		snprintf(target, sizeof(target), "/proc/self/fd/%d", s->fd);
+		ret = linkat(AT_FDCWD, target, AT_FDCWD, link,
+			     AT_SYMLINK_FOLLOW);
+		s->linked = ret == 0;
+	} else {
+		snprintf(target, sizeof(target), "/proc/%d/fd/%d", getpid(),
+			 s->fd);
+		ret = symlink(target, link);
+	}
+	if (ret < 0)
 		fprintf(stderr, "luablk: cannot publish %s: %s\n", link,
 			strerror(errno));
+}
+
+static bool recoverable(const struct luablk_dev *dev)
+{
+	return dev->cfg.flags &
+	       (LUABLK_F_RECOVERABLE | LUABLK_F_REISSUE | LUABLK_F_FAIL_IO);
+}
+
+/*
+ * The region a dead server of this device left, if any: returns its fd,
+ * -ENOENT if there is none, or another -errno (with lb_fail).
+ */
+static int open_kept(const struct luablk_dev *dev, const char *name,
+		     uint64_t size)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int fd;
+
+	snprintf(path, sizeof(path), PUBLISH_ROOT "/%d/%s", dev->id, name);
+	/* O_NOFOLLOW: a link into a dead process's fds is not a region. */
+	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -ENOENT;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -ENOENT;
+	}
+	if ((uint64_t)st.st_size != size) {
+		close(fd);
+		return lb_fail(-EEXIST,
+			       "device %d kept shared region '%s' with %llu "
+			       "bytes, not %llu",
+			       dev->id, name, (unsigned long long)st.st_size,
+			       (unsigned long long)size);
+	}
+	return fd;
+}
+
+/* A new unnamed file under PUBLISH_ROOT, or -errno. */
+static int new_persistent(void)
+{
+	int fd;
+
+	if (mkdir(PUBLISH_ROOT, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	fd = open(PUBLISH_ROOT, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	return fd < 0 ? -errno : fd;
+}
+
+/* Picks the region's backing file: kept, new persistent, or a memfd. */
+static int region_fd(struct luablk_dev *dev, struct lb_shared *s, uint64_t size)
+{
+	char memfd_name[LUABLK_MAX_SHARED_NAME + 8];
+	int fd;
+
+	if (recoverable(dev) && dev->recovering) {
+		fd = open_kept(dev, s->name, size);
+		if (fd >= 0) {
+			s->persistent = s->linked = true;
+			return fd;
+		}
+		if (fd != -ENOENT)
+			return fd;
+	}
+	if (recoverable(dev)) {
+		fd = new_persistent();
+		if (fd >= 0) {
+			s->persistent = true;
+			return fd;
+		}
+		fprintf(stderr,
+			"luablk: shared region '%s' will not survive a crash: "
+			"no file in " PUBLISH_ROOT ": %s\n",
+			s->name, strerror(-fd));
+	}
+	/* memfds are never charged up front: a sparse 1 TiB disk is fine. */
+	snprintf(memfd_name, sizeof(memfd_name), "luablk:%s", s->name);
+	fd = memfd_create(memfd_name, MFD_CLOEXEC);
+	return fd < 0 ? -errno : fd;
 }
 
 static int create(struct luablk_dev *dev, const char *name, uint64_t size,
 		  struct lb_shared **out)
 {
 	struct lb_shared *s = calloc(1, sizeof(*s));
-	char memfd_name[LUABLK_MAX_SHARED_NAME + 8];
+	int ret;
 
 	if (!s)
 		return lb_fail(-ENOMEM, "out of memory");
-	/* memfds are never charged up front: a sparse 1 TiB disk is fine. */
-	snprintf(memfd_name, sizeof(memfd_name), "luablk:%s", name);
-	s->fd = memfd_create(memfd_name, MFD_CLOEXEC);
-	if (s->fd < 0 || ftruncate(s->fd, (off_t)size) < 0) {
-		int err = errno;
-
-		if (s->fd >= 0)
-			close(s->fd);
+	strcpy(s->name, name);
+	s->fd = region_fd(dev, s, size);
+	if (s->fd == -EEXIST) { /* a kept region of another size */
 		free(s);
-		return lb_fail(-err, "shared region '%s' (%llu bytes): %s",
-			       name, (unsigned long long)size, strerror(err));
+		return -EEXIST;
+	}
+	ret = s->fd;
+	if (s->fd >= 0 && !s->linked && ftruncate(s->fd, (off_t)size) < 0) {
+		ret = -errno;
+		close(s->fd);
+	}
+	if (ret < 0) {
+		free(s);
+		return lb_fail(ret, "shared region '%s' (%llu bytes): %s", name,
+			       (unsigned long long)size, strerror(-ret));
 	}
 	s->addr =
 		mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
@@ -96,7 +200,6 @@ static int create(struct luablk_dev *dev, const char *name, uint64_t size,
 			       "region '%s'",
 			       (unsigned long long)size, name);
 	}
-	strcpy(s->name, name);
 	s->size = size;
 	s->next = dev->shared;
 	dev->shared = s;
@@ -165,16 +268,23 @@ static void remove_dir(int id)
 	rmdir(path);
 }
 
+void lb_shared_remove(int id)
+{
+	remove_dir(id);
+}
+
 void lb_shared_publish(struct luablk_dev *dev)
 {
 	char path[PATH_MAX], root[PATH_MAX - 32];
 
 	publish_root(root, sizeof(root));
 	pthread_mutex_lock(&dev->lock);
-	remove_dir(dev->id);
+	/* What a dead server left is stale, unless we recover its device. */
+	if (!dev->recovering)
+		remove_dir(dev->id);
 	snprintf(path, sizeof(path), "%s/%d", root, dev->id);
 	if ((mkdir(root, 0755) == 0 || errno == EEXIST) &&
-	    mkdir(path, 0700) == 0) {
+	    (mkdir(path, 0700) == 0 || (dev->recovering && errno == EEXIST))) {
 		dev->published = true;
 		for (struct lb_shared *s = dev->shared; s; s = s->next)
 			publish_one(dev, s);

@@ -10,12 +10,19 @@ usage: luablk COMMAND [ARGS]
 
   add BACKEND [--size S] [--queues N] [--depth D] [--max-io B]
               [--block-size B] [--id N] [--no-pin] [--write-cache] [--fua]
-              [--unprivileged] [--filter NAME:K=V,...]... [--json]
-              [-- ARGS...]
+              [--unprivileged] [--recoverable] [--reissue] [--fail-io]
+              [--filter NAME:K=V,...]... [--json] [-- ARGS...]
         create a device served by BACKEND (null, mem, file, c-null, c-mem,
         or a path to a .lua file) in the foreground; prints /dev/ublkbN
         once it is usable; SIGINT or SIGTERM tears it down, SIGHUP
-        reloads the backend from disk
+        reloads the backend from disk.
+        --recoverable: the device outlives a server that dies (IO waits
+        for `luablk recover`); --reissue: IO the dead server held is
+        reissued to the next one; --fail-io: IO fails while no server runs
+  recover ID BACKEND [--no-pin] [--filter NAME:K=V,...]... [--json]
+              [-- ARGS...]
+        serve recoverable device ID, whose server died, with BACKEND;
+        then as add
   reload ID [BACKEND] [-- ARGS...]  swap a running device's backend (default:
         the current one, read again; ARGS replace its arguments) without
         failing IO; on error the old backend serves on
@@ -63,7 +70,18 @@ local ADD_SPEC = {
 	fua = "flag",
 	unprivileged = "flag",
 	filter = "list",
+	recoverable = "flag",
+	reissue = "flag",
+	["fail-io"] = "flag",
 }
+
+-- --recoverable, --reissue and --fail-io (ublksrv's -r 1, -i 1, -e 1);
+-- the last two imply the first.
+function M.recovery_options(o, opts)
+	opts.reissue = o.reissue
+	opts.fail_io = o["fail-io"]
+	opts.recoverable = o.recoverable or o.reissue or o["fail-io"]
+end
 
 -- Turns add's command line into luablk.add options, or nil, message.
 function M.add_options(argv)
@@ -84,6 +102,7 @@ function M.add_options(argv)
 		fua = o.fua,
 		unprivileged = o.unprivileged,
 	}
+	M.recovery_options(o, opts)
 	local err
 	opts.size, err = options.size(o.size or "")
 	if not o.size then
@@ -140,9 +159,15 @@ local function cmd_add(argv)
 	if not ok then
 		return fail(human(msg), 2)
 	end
+	return M.serve(opts, luablk.add)
+end
+
+-- Serves the device create(opts) makes in the foreground until SIGINT or
+-- SIGTERM, or until someone else deletes it; returns the exit status.
+function M.serve(opts, create)
+	local luablk = require("luablk")
 	luablk.block_signals()
-	local dev
-	dev, err = luablk.add(opts)
+	local dev, err = create(opts)
 	if not dev then
 		return fail(human(err))
 	end
@@ -178,6 +203,7 @@ local function cmd_add(argv)
 			break
 		end
 	end
+	local ok
 	ok, err = dev:close()
 	if not ok then
 		return fail(err)
@@ -189,6 +215,53 @@ end
 -- theirs. (Not being allowed to open the control device is no such thing.)
 local function not_mine(err, e)
 	return (e == errno.EPERM or e == errno.EACCES) and not err:find("/dev/ublk-control", 1, true)
+end
+
+local RECOVER_SPEC = {
+	json = "flag",
+	["no-pin"] = "flag",
+	filter = "list",
+}
+
+-- Turns recover's command line into luablk.recover options, or nil, message.
+function M.recover_options(argv)
+	local o, pos, rest = options.parse(argv, RECOVER_SPEC)
+	if not o then
+		return nil, pos
+	end
+	if #pos ~= 2 then
+		return nil, "recover needs a device ID and a BACKEND (see luablk help)"
+	end
+	local id, err = options.integer(pos[1], "ID", 0, 2 ^ 20 - 1)
+	if not id then
+		return nil, err
+	end
+	return {
+		id = id,
+		backend = pos[2],
+		args = rest,
+		filters = o.filter,
+		json = o.json,
+		no_pin = o["no-pin"],
+	}
+end
+
+-- luablk recover ID BACKEND: a new server for a device whose server died,
+-- served in the foreground like add.
+local function cmd_recover(argv)
+	local opts, err = M.recover_options(argv)
+	if not opts then
+		return fail(err, 2)
+	end
+	return M.serve(opts, require("luablk").recover)
+end
+
+-- The serving pid; a quiesced device still names its dead server's.
+local function list_pid(r)
+	if r.state == "live" then
+		return tostring(r.pid)
+	end
+	return r.pid > 0 and ("(" .. r.pid .. ")") or "-"
 end
 
 local function cmd_list(argv)
@@ -220,13 +293,21 @@ local function cmd_list(argv)
 		io.stdout:write(encoded, "\n")
 		return 0
 	end
-	local head = { "ID", "STATE", "QUEUES", "DEPTH", "SIZE", "PID", "OWNER", "PATH" }
-	io.stdout:write(("%-4s %-9s %6s %6s %14s %8s %-11s %s\n"):format(unpack(head)))
+	local head = { "ID", "STATE", "QUEUES", "DEPTH", "SIZE", "PID", "OWNER", "RECOVERY", "PATH" }
+	io.stdout:write(("%-4s %-9s %6s %6s %14s %8s %-11s %-9s %s\n"):format(unpack(head)))
 	for _, r in ipairs(rows) do
 		local owner = r.unprivileged and ("%d:%d"):format(r.owner_uid, r.owner_gid) or "root"
-		io.stdout:write(
-			("%-4d %-9s %6d %6d %14d %8d %-11s %s\n"):format(r.id, r.state, r.queues, r.depth, r.size, r.pid, owner, r.path)
-		)
+		io.stdout:write(("%-4d %-9s %6d %6d %14d %8s %-11s %-9s %s\n"):format(
+			r.id,
+			r.state,
+			r.queues,
+			r.depth,
+			r.size,
+			list_pid(r),
+			owner,
+			r.recovery,
+			r.path
+		))
 	end
 	return 0
 end
@@ -273,6 +354,15 @@ local function cmd_del(argv)
 	return code
 end
 
+-- Which add options the kernel's features allow, from luablk.recovery().
+local function recovery_support(recovery)
+	return {
+		recoverable = recovery ~= "no",
+		reissue = recovery:find("reissue", 1, true) ~= nil,
+		fail_io = recovery:find("fail-io", 1, true) ~= nil,
+	}
+end
+
 local function cmd_features(argv)
 	local o, pos = options.parse(argv, { json = "flag" })
 	if not o then
@@ -283,12 +373,23 @@ local function cmd_features(argv)
 	if not names then
 		return fail(human(raw))
 	end
+	local recovery = luablk.recovery(raw)
 	if o.json then
-		io.stdout:write(require("luablk.json").encode_with_list({ raw = raw }, "features", names), "\n")
+		local out = { raw = raw, recovery = recovery_support(recovery) }
+		io.stdout:write(require("luablk.json").encode_with_list(out, "features", names), "\n")
 	else
 		for _, n in ipairs(names) do
 			io.stdout:write(n, "\n")
 		end
+		local r = recovery_support(recovery)
+		local function yes(v)
+			return v and "yes" or "no"
+		end
+		io.stdout:write(("recovery: --recoverable %s, --reissue %s, --fail-io %s\n"):format(
+			yes(r.recoverable),
+			yes(r.reissue),
+			r.fail_io and "yes" or "no (needs Linux 6.13)"
+		))
 	end
 	return 0
 end
@@ -547,6 +648,7 @@ end
 
 local COMMANDS = {
 	add = cmd_add,
+	recover = cmd_recover,
 	list = cmd_list,
 	del = cmd_del,
 	features = cmd_features,

@@ -97,6 +97,22 @@ function M.cstrings(list)
 	return arr, keep
 end
 
+-- The LUABLK_F_* crash recovery bits that opts ask for.
+local RECOVERY_FLAGS = {
+	recoverable = C.LUABLK_F_RECOVERABLE,
+	reissue = C.LUABLK_F_REISSUE,
+	fail_io = C.LUABLK_F_FAIL_IO,
+}
+local function recovery_flags(opts)
+	local flags = 0
+	for opt, flag in pairs(RECOVERY_FLAGS) do
+		if opts[opt] then
+			flags = bit.bor(flags, flag)
+		end
+	end
+	return flags
+end
+
 -- Fills a struct luablk_config from a table; returns the cdata and the
 -- Lua values that must stay alive while C holds pointers into them.
 local function make_config(opts)
@@ -127,26 +143,55 @@ local function make_config(opts)
 			cfg.flags = bit.bor(cfg.flags, flag)
 		end
 	end
+	cfg.flags = bit.bor(cfg.flags, recovery_flags(opts))
 	local argv, filters = M.cstrings(opts.args), M.cstrings(opts.filters)
 	cfg.args, cfg.argc = argv, #(opts.args or {})
 	cfg.filters, cfg.nfilters = filters, #(opts.filters or {})
 	return cfg, { argv, filters, opts.backend }
 end
 
--- Creates and starts a device. opts: backend, size (bytes), and optional
--- queues, depth, max_io, block_size, id, no_pin, write_cache, fua,
--- unprivileged, args (list of strings), filters (list of "NAME:k=v,..."
--- strings).
--- Returns a Device, or nil, message, errno.
-function M.add(opts)
-	local cfg, anchor = make_config(opts)
+-- Runs make(out), a core call that stores a new device in out[0]; returns
+-- it as a Device, or nil, message, errno.
+local function construct(make)
 	local out = ffi.new("struct luablk_dev *[1]")
-	local rc = C.luablk_dev_new(cfg, out)
+	local rc = make(out)
 	if rc < 0 then
 		return failure(rc)
 	end
-	local _ = anchor
 	return setmetatable({ ptr = out[0] }, Device)
+end
+
+-- Creates and starts a device. opts: backend, size (bytes), and optional
+-- queues, depth, max_io, block_size, id, no_pin, write_cache, fua,
+-- unprivileged, recoverable, reissue, fail_io, args (list of strings),
+-- filters (list of "NAME:k=v,..." strings).
+-- Returns a Device, or nil, message, errno.
+function M.add(opts)
+	local cfg, anchor = make_config(opts)
+	return construct(function(out)
+		local _ = anchor
+		return C.luablk_dev_new(cfg, out)
+	end)
+end
+
+-- Starts serving device opts.id, a recoverable device whose server died
+-- (see luablk_dev_recover). opts: id, backend, and optional args,
+-- filters, no_pin; the size, queues and the rest are the device's own.
+-- Returns a Device, or nil, message, errno.
+function M.recover(opts)
+	if type(opts.id) ~= "number" or opts.id < 0 or opts.id % 1 ~= 0 then
+		error("luablk.recover: id must be a device number", 2)
+	end
+	local o = {}
+	for k, v in pairs(opts) do
+		o[k] = v
+	end
+	o.size = 0 -- taken from the kernel
+	local cfg, anchor = make_config(o)
+	return construct(function(out)
+		local _ = anchor
+		return C.luablk_dev_recover(cfg, opts.id, out)
+	end)
 end
 
 -- Checks opts as luablk.add would, without creating anything.
@@ -161,11 +206,36 @@ end
 
 M.UBLK_F_UNPRIVILEGED_DEV = 32
 
+M.STATE_NAMES = { [0] = "dead", "live", "quiesced", "fail-io" }
+
+-- How a device behaves when its server dies, from its UBLK_F_* flags:
+-- "no" (it is stopped), "yes" (IO waits for a new server; IO the dead
+-- server held fails), "reissue" (that IO is reissued too), "fail-io"
+-- (IO fails until a new server runs).
+function M.recovery(flags)
+	local f = {}
+	for _, n in ipairs(M.feature_names(flags)) do
+		f[n] = true
+	end
+	if not f.user_recovery then
+		return "no"
+	end
+	local extra = {}
+	if f.user_recovery_fail_io then
+		extra[#extra + 1] = "fail-io"
+	end
+	if f.user_recovery_reissue then
+		extra[#extra + 1] = "reissue"
+	end
+	return #extra > 0 and table.concat(extra, ",") or "yes"
+end
+
 local function info_table(i)
 	return {
 		id = i.id,
 		pid = i.pid,
-		state = ({ [0] = "dead", "live", "quiesced" })[i.state] or tostring(i.state),
+		state = M.STATE_NAMES[i.state] or tostring(i.state),
+		recovery = M.recovery(tonumber(i.flags)),
 		queues = i.queues,
 		depth = i.depth,
 		max_io = i.max_io,

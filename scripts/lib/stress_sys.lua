@@ -245,17 +245,29 @@ end
 -- once the device is up, or nil and the reason (stderr text) if the child
 -- exited or printed nothing within `timeout` seconds.
 function M.cli_add(args, timeout)
+	return M.cli_serve("add", args, timeout)
+end
+
+-- The same for any command that serves a device in the foreground
+-- (`luablk recover ID BACKEND`); --json goes before a "--" in args.
+function M.cli_serve(cmd, args, timeout)
 	local tmp = os.tmpname()
 	local out, errf = tmp .. ".out", tmp .. ".err"
 	os.remove(tmp)
 	local flags = posix.O_WRONLY + posix.O_CREAT + posix.O_TRUNC
 	local ofd = assert(posix.open(out, flags))
 	local efd = assert(posix.open(errf, flags))
-	local argv = { M.self_exe(), "add" }
+	local argv, placed = { M.self_exe(), cmd }, false
 	for _, a in ipairs(args) do
+		if a == "--" and not placed then
+			argv[#argv + 1] = "--json"
+			placed = true
+		end
 		argv[#argv + 1] = a
 	end
-	argv[#argv + 1] = "--json"
+	if not placed then
+		argv[#argv + 1] = "--json"
+	end
 	local pid, err = luablk.spawn(argv, { stdout = ofd, stderr = efd })
 	posix.close(ofd)
 	posix.close(efd)
@@ -275,7 +287,7 @@ function M.cli_add(args, timeout)
 		luablk.wait(pid)
 		local text = (M.read_file(errf) or ""):gsub("%s+$", "")
 		os.remove(errf)
-		return nil, ("luablk add %s: %s"):format(table.concat(args, " "), text ~= "" and text or "no device line")
+		return nil, ("luablk %s %s: %s"):format(cmd, table.concat(args, " "), text ~= "" and text or "no device line")
 	end
 	return { pid = pid, info = info, err = errf }
 end

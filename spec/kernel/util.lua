@@ -70,11 +70,16 @@ end
 -- prefix `wrap` (such as setpriv ...) if given; returns its pid and its
 -- first stdout line once the device is up (nil if it never printed one).
 function M.start_add(args, wrap)
+	return M.start_cli("add", args, wrap)
+end
+
+-- The same for any serving command (`luablk recover ARGS`).
+function M.start_cli(cmd, args, wrap)
 	local out = os.tmpname()
 	local ofd = assert(posix.open(out, posix.O_WRONLY + posix.O_TRUNC))
 	local argv = { unpack(wrap or {}) }
 	argv[#argv + 1] = M.luablk_bin
-	argv[#argv + 1] = "add"
+	argv[#argv + 1] = cmd
 	for _, a in ipairs(args) do
 		argv[#argv + 1] = a
 	end
