@@ -230,12 +230,16 @@ static void *queue_main(void *arg)
 	struct lb_queue *q = arg;
 	struct io_uring *ring = q->ring;
 	sigset_t all;
+	char name[16];
 	bool asked = false;
 	int ret;
 
 	/* Signals belong to the application's threads, never to a queue. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	/* Named so that ps, top and the tests find each queue's thread. */
+	snprintf(name, sizeof(name), "luablk-q%u", q->q);
+	pthread_setname_np(pthread_self(), name);
 	if (q->cpu >= 0) {
 		cpu_set_t set;
 
