@@ -58,6 +58,21 @@ struct luablk_handler {
 	void *priv; /* the ops' own state */
 };
 
+/*
+ * params.c: block parameters. lb_params_resolve() merges the given values
+ * (and LUABLK_F_WRITE_CACHE/FUA in flags) over the declared ones (NULL:
+ * none) for a backend with the LUABLK_HAS_* methods in ops; the checks
+ * return -EINVAL with a message.
+ */
+void lb_params_resolve(const struct luablk_params *given, uint32_t flags,
+		       const struct luablk_params *declared, uint32_t ops,
+		       struct luablk_params *out);
+int lb_params_check(const struct luablk_params *p, uint32_t max_io);
+int lb_params_check_size(const struct luablk_params *p, uint64_t size);
+/* SET_PARAMS for effective parameters p. */
+void lb_params_to_ublk(const struct luablk_params *p, uint64_t size,
+		       uint32_t max_io, struct ublk_params *out);
+
 /* Picks the handler ops for a backend name (C baseline or Lua). */
 const struct lb_handler_ops *lb_handler_ops_for(const char *backend);
 
@@ -118,6 +133,8 @@ void lb_queue_release(struct lb_queue *q);
 
 struct luablk_dev {
 	struct luablk_config cfg; /* strings below are our own copies */
+	struct luablk_params params; /* effective (see luablk_dev_declare) */
+	bool declared; /* queue 0's backend has declared its parameters */
 	char *backend;
 	char **args;
 	char **filters;

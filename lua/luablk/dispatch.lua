@@ -144,6 +144,9 @@ function M.start(h, devp, q, spec, args, filters)
 	C.luablk_dev_info(devp, info)
 	local dev = backend.device(C, devp, q, info)
 	local be = backend.load(spec, dev, backend.parse_args(args), filters)
+	if q == 0 then
+		require("luablk.params").declare(C, devp, dev, be, spec)
+	end
 	local bufs = {}
 	for tag = 0, info.depth - 1 do
 		bufs[tag] = C.luablk_handler_buf(h, tag)
