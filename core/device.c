@@ -182,12 +182,35 @@ static int pick_cpu(struct luablk_dev *dev, unsigned int q, cpu_set_t *used)
 	return first;
 }
 
+/*
+ * ADD_DEV silently drops feature bits the kernel does not know, so ask
+ * first and refuse before anything exists.
+ */
+static int check_user_copy(struct luablk_dev *dev)
+{
+	uint64_t features = 0;
+
+	if (lb_ctrl_get_features(dev->ctrl, &features) < 0 ||
+	    !(features & UBLK_F_USER_COPY))
+		return lb_fail(-EOPNOTSUPP, "this kernel has no USER_COPY "
+					    "(UBLK_F_USER_COPY needs Linux "
+					    "6.5)");
+	return 0;
+}
+
 static int add_dev(struct luablk_dev *dev)
 {
 	struct ublksrv_ctrl_dev_info *info = &dev->info;
 	int ret;
 
+	if (dev->cfg.flags & LUABLK_F_USER_COPY) {
+		ret = check_user_copy(dev);
+		if (ret < 0)
+			return ret;
+	}
 	memset(info, 0, sizeof(*info));
+	if (dev->cfg.flags & LUABLK_F_USER_COPY)
+		info->flags |= UBLK_F_USER_COPY;
 	info->nr_hw_queues = (uint16_t)dev->nr_queues;
 	info->queue_depth = (uint16_t)dev->cfg.depth;
 	info->max_io_buf_bytes = dev->cfg.max_io;

@@ -104,6 +104,8 @@ int lb_ctrl_get_info(struct lb_ctrl *c, uint32_t id,
 		     struct ublksrv_ctrl_dev_info *info);
 int lb_ctrl_get_affinity(struct lb_ctrl *c, uint32_t id, unsigned int q,
 			 void *cpuset, size_t len);
+/* GET_FEATURES (6.5+): the UBLK_F_* bits this kernel supports. */
+int lb_ctrl_get_features(struct lb_ctrl *c, uint64_t *features);
 int lb_ctrl_simple(struct lb_ctrl *c, unsigned int nr, uint32_t id,
 		   uint64_t data);
 /* True once the kernel has answered only the legacy opcode numbers. */
@@ -130,6 +132,17 @@ int lb_queue_spawn(struct lb_queue *q);
 int lb_queue_wait_started(struct lb_queue *q);
 /* Joins the thread and releases the ring and descriptor mapping. */
 void lb_queue_release(struct lb_queue *q);
+
+/*
+ * user_copy.c: USER_COPY mode. lb_user_copy_in() reads the batch's WRITE
+ * data from the kernel into the tag buffers and returns how many entries
+ * the backend should run: entries whose copy failed are moved past that
+ * count with -EIO. lb_user_copy_out() hands successful READs' data to the
+ * kernel (failing those it cannot). Both do nothing in the default mode.
+ */
+bool lb_user_copy_on(const struct luablk_dev *dev);
+unsigned int lb_user_copy_in(struct lb_queue *q, unsigned int n);
+void lb_user_copy_out(struct lb_queue *q, unsigned int n);
 
 struct luablk_dev {
 	struct luablk_config cfg; /* strings below are our own copies */

@@ -29,6 +29,11 @@ enum {
 	LUABLK_F_WRITE_CACHE =
 		2, /* advertise a volatile cache: FLUSH arrives */
 	LUABLK_F_FUA = 4, /* advertise FUA: writes may carry LUABLK_IO_F_FUA */
+	/*
+	 * UBLK_F_USER_COPY (6.5+): the core moves IO data with pread/pwrite
+	 * on /dev/ublkcN instead of the kernel copying into the buffers.
+	 */
+	LUABLK_F_USER_COPY = 256,
 
 	/* struct luablk_params.attrs (the kernel's UBLK_ATTR_* bits) */
 	LUABLK_ATTR_READ_ONLY = 1,

@@ -8,7 +8,7 @@ local USAGE = [[
 usage: luablk COMMAND [ARGS]
 
   add BACKEND [--size S] [--queues N] [--depth D] [--max-io B] [--id N]
-              [--no-pin] [--filter NAME:K=V,...]... [--json]
+              [--no-pin] [--user-copy] [--filter NAME:K=V,...]... [--json]
               [block parameters] [-- ARGS...]
         create a device served by BACKEND (null, mem, file, c-null, c-mem,
         or a path to a .lua file) in the foreground; prints /dev/ublkbN
@@ -65,6 +65,7 @@ local ADD_SPEC = {
 	id = "value",
 	json = "flag",
 	["no-pin"] = "flag",
+	["user-copy"] = "flag",
 	filter = "list",
 }
 
@@ -139,6 +140,7 @@ function M.add_options(argv)
 		filters = o.filter,
 		json = o.json,
 		no_pin = o["no-pin"],
+		user_copy = o["user-copy"],
 	}
 	local err
 	opts.size, err = options.size(o.size or "")

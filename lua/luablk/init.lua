@@ -116,7 +116,7 @@ local function make_config(opts)
 	cfg.depth = opts.depth or cfg.depth
 	cfg.max_io = opts.max_io or cfg.max_io
 	cfg.dev_id = opts.id or -1
-	for opt, flag in pairs({ no_pin = C.LUABLK_F_NO_PIN }) do
+	for opt, flag in pairs({ no_pin = C.LUABLK_F_NO_PIN, user_copy = C.LUABLK_F_USER_COPY }) do
 		if opts[opt] then
 			cfg.flags = bit.bor(cfg.flags, flag)
 		end
@@ -139,7 +139,7 @@ local function make_config(opts)
 end
 
 -- Creates and starts a device. opts: backend, size (bytes), and optional
--- queues, depth, max_io, id, no_pin, args (list of strings),
+-- queues, depth, max_io, id, no_pin, user_copy, args (list of strings),
 -- filters (list of "NAME:k=v,..." strings), and the block parameters of
 -- luablk.params (logical_block, alias block_size, ..., read_only,
 -- rotational, write_cache, fua: true/false to force, nil for the

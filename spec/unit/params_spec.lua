@@ -173,7 +173,7 @@ describe("add's block parameter flags", function()
 			"mem", "--size", "1G", "--logical-block", "4K", "--physical-block", "8K", "--io-min", "16K",
 			"--io-opt", "1M", "--discard-granularity", "64K", "--discard-alignment", "0",
 			"--max-discard", "16M", "--max-write-zeroes", "8M", "--read-only", "--rotational=off",
-			"--write-cache=on", "--fua",
+			"--write-cache=on", "--fua", "--user-copy",
 		}))
 		assert.equal(4096, o.logical_block)
 		assert.equal(8192, o.physical_block)
@@ -187,6 +187,7 @@ describe("add's block parameter flags", function()
 		assert.is_false(o.rotational)
 		assert.is_true(o.write_cache)
 		assert.is_true(o.fua)
+		assert.is_true(o.user_copy)
 	end)
 
 	it("leave what is not given unset", function()
