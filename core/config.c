@@ -11,22 +11,29 @@ void luablk_config_init(struct luablk_config *cfg)
 	cfg->queues = 1;
 	cfg->depth = LUABLK_DEFAULT_DEPTH;
 	cfg->max_io = LUABLK_DEFAULT_MAX_IO;
-	cfg->block_size = 512;
 	cfg->dev_id = -1;
+}
+
+/*
+ * The block parameters as the configuration alone makes them: a backend
+ * may declare other defaults later (luablk_dev_declare), but what is given
+ * here must make sense on its own.
+ */
+static int check_params(const struct luablk_config *cfg)
+{
+	struct luablk_params p;
+	int ret;
+
+	lb_params_resolve(&cfg->params, cfg->flags, NULL,
+			  LUABLK_HAS_DISCARD | LUABLK_HAS_WRITE_ZEROES, &p);
+	ret = lb_params_check(&p, cfg->max_io);
+	if (ret == 0)
+		ret = lb_params_check_size(&p, cfg->size);
+	return ret;
 }
 
 int luablk_config_check(const struct luablk_config *cfg)
 {
-	if (cfg->block_size != 512 && cfg->block_size != 4096)
-		return lb_fail(-EINVAL,
-			       "block size must be 512 or 4096, not %u",
-			       cfg->block_size);
-	if (cfg->size == 0 || cfg->size % cfg->block_size)
-		return lb_fail(
-			-EINVAL,
-			"size must be a positive multiple of the %u-byte "
-			"block size, not %llu",
-			cfg->block_size, (unsigned long long)cfg->size);
 	if (cfg->queues < 1 || cfg->queues > LUABLK_MAX_QUEUES)
 		return lb_fail(-EINVAL, "queues must be 1..%d, not %u",
 			       LUABLK_MAX_QUEUES, cfg->queues);
@@ -44,6 +51,8 @@ int luablk_config_check(const struct luablk_config *cfg)
 			       "max IO size must be a multiple of 4096 from "
 			       "4096 to 32 MiB, not %u",
 			       cfg->max_io);
+	if (check_params(cfg) < 0)
+		return -EINVAL;
 	if (cfg->dev_id < -1)
 		return lb_fail(-EINVAL, "device id must be >= 0, not %d",
 			       cfg->dev_id);

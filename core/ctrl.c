@@ -309,3 +309,12 @@ int lb_ctrl_simple(struct lb_ctrl *c, unsigned int nr, uint32_t id,
 	cmd.data[0] = data;
 	return lb_ctrl_cmd(c, nr, &cmd);
 }
+
+int lb_ctrl_get_features(struct lb_ctrl *c, uint64_t *features)
+{
+	struct ublksrv_ctrl_cmd cmd;
+
+	*features = 0;
+	cmd_init(&cmd, UINT32_MAX, features, sizeof(*features));
+	return lb_ctrl_cmd(c, UBLK_CMD_GET_FEATURES, &cmd);
+}

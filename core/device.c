@@ -77,6 +77,30 @@ static void free_device(struct luablk_dev *dev)
 	free(dev);
 }
 
+/*
+ * A Lua backend declares its parameters while queue 0 loads it; a C
+ * baseline is known by its handler's caps.
+ */
+static int settle_params(struct luablk_dev *dev)
+{
+	const struct lb_caps *caps = &dev->handlers[0]->caps;
+	struct luablk_params declared;
+	uint32_t ops = 0;
+
+	if (dev->declared)
+		return 0;
+	memset(&declared, 0, sizeof(declared));
+	if (caps->write_cache)
+		declared.attrs |= LUABLK_ATTR_WRITE_CACHE;
+	if (caps->fua)
+		declared.attrs |= LUABLK_ATTR_FUA;
+	if (caps->discard)
+		ops |= LUABLK_HAS_DISCARD;
+	if (caps->write_zeroes)
+		ops |= LUABLK_HAS_WRITE_ZEROES;
+	return luablk_dev_declare(dev, &declared, ops);
+}
+
 int luablk_dev_create(const struct luablk_config *cfg, struct luablk_dev **out)
 {
 	return lb_dev_create(cfg, -1, out);
@@ -128,8 +152,14 @@ int lb_dev_create(const struct luablk_config *cfg, int recover_id,
 		ret = lb_fail(-ENOMEM, "out of memory");
 		goto fail;
 	}
+	/* What the factories see until queue 0's backend declares its own. */
+	lb_params_resolve(&dev->cfg.params, dev->cfg.flags, NULL,
+			  LUABLK_HAS_DISCARD | LUABLK_HAS_WRITE_ZEROES,
+			  &dev->params);
 	for (unsigned int q = 0; q < dev->nr_queues; q++) {
 		ret = luablk_handler_new(dev, q, &dev->handlers[q]);
+		if (ret == 0 && q == 0)
+			ret = settle_params(dev);
 		if (ret < 0)
 			goto fail;
 	}
@@ -199,6 +229,22 @@ static int check_fail_io(const struct luablk_dev *dev)
 	return 0;
 }
 
+/*
+ * ADD_DEV silently drops feature bits the kernel does not know, so ask
+ * first and refuse before anything exists.
+ */
+static int check_user_copy(struct luablk_dev *dev)
+{
+	uint64_t features = 0;
+
+	if (lb_ctrl_get_features(dev->ctrl, &features) < 0 ||
+	    !(features & UBLK_F_USER_COPY))
+		return lb_fail(-EOPNOTSUPP, "this kernel has no USER_COPY "
+					    "(UBLK_F_USER_COPY needs Linux "
+					    "6.5)");
+	return 0;
+}
+
 static int add_dev(struct luablk_dev *dev)
 {
 	struct ublksrv_ctrl_dev_info *info = &dev->info;
@@ -208,8 +254,20 @@ static int add_dev(struct luablk_dev *dev)
 	ret = check_fail_io(dev);
 	if (ret < 0)
 		return ret;
+	if (dev->cfg.flags & LUABLK_F_USER_COPY) {
+		if (dev->cfg.flags & LUABLK_F_UNPRIVILEGED)
+			return lb_fail(-EINVAL,
+				       "--user-copy is not available to "
+				       "unprivileged devices (the kernel "
+				       "refuses it)");
+		ret = check_user_copy(dev);
+		if (ret < 0)
+			return ret;
+	}
 	memset(info, 0, sizeof(*info));
 	info->flags = wanted;
+	if (dev->cfg.flags & LUABLK_F_USER_COPY)
+		info->flags |= UBLK_F_USER_COPY;
 	info->nr_hw_queues = (uint16_t)dev->nr_queues;
 	info->queue_depth = (uint16_t)dev->cfg.depth;
 	info->max_io_buf_bytes = dev->cfg.max_io;
@@ -254,58 +312,23 @@ static int add_dev(struct luablk_dev *dev)
 	return 0;
 }
 
-/*
- * Discard and write-zeroes requests are advertised only to backends that
- * implement them. Their length must fit the batch entry's 32-bit byte
- * count, so they are capped at 1 GiB each.
- */
-static void discard_params(struct luablk_dev *dev, const struct lb_caps *caps,
-			   struct ublk_params *p)
-{
-	const uint32_t max_sectors = 1U << 21;
-
-	if (!caps->discard && !caps->write_zeroes)
-		return;
-	p->types |= UBLK_PARAM_TYPE_DISCARD;
-	p->discard.discard_granularity = dev->cfg.block_size;
-	if (caps->discard) {
-		p->discard.max_discard_sectors = max_sectors;
-		p->discard.max_discard_segments = 1;
-	}
-	if (caps->write_zeroes)
-		p->discard.max_write_zeroes_sectors = max_sectors;
-}
-
 void lb_dev_advertised(const struct luablk_dev *dev, struct lb_caps *out)
 {
-	*out = dev->handlers[0]->caps;
-	if (dev->cfg.flags & LUABLK_F_WRITE_CACHE)
-		out->write_cache = true;
-	if (dev->cfg.flags & LUABLK_F_FUA)
-		out->fua = true;
+	const struct luablk_params *p = &dev->params;
+
+	out->write_cache = p->attrs & LUABLK_ATTR_WRITE_CACHE;
+	out->fua = p->attrs & LUABLK_ATTR_FUA;
+	out->discard = p->max_discard != 0;
+	out->write_zeroes = p->max_write_zeroes != 0;
 }
 
 static int set_params(struct luablk_dev *dev)
 {
-	struct lb_caps caps;
 	struct ublk_params p;
-	unsigned int shift = dev->cfg.block_size == 4096 ? 12 : 9;
 	int ret;
 
-	lb_dev_advertised(dev, &caps);
-	memset(&p, 0, sizeof(p));
-	p.types = UBLK_PARAM_TYPE_BASIC;
-	if (caps.write_cache)
-		p.basic.attrs |= UBLK_ATTR_VOLATILE_CACHE;
-	if (caps.fua)
-		p.basic.attrs |= UBLK_ATTR_FUA;
-	discard_params(dev, &caps, &p);
-	p.basic.logical_bs_shift = (uint8_t)shift;
-	p.basic.physical_bs_shift = (uint8_t)shift;
-	p.basic.io_opt_shift = (uint8_t)shift;
-	p.basic.io_min_shift = (uint8_t)shift;
-	p.basic.max_sectors = dev->info.max_io_buf_bytes >> 9;
-	p.basic.dev_sectors = dev->cfg.size >> 9;
+	lb_params_to_ublk(&dev->params, dev->cfg.size,
+			  dev->info.max_io_buf_bytes, &p);
 	ret = lb_ctrl_set_params(dev->ctrl, (uint32_t)dev->id, &p);
 	if (ret < 0)
 		return lb_fail(ret, "SET_PARAMS: %s", strerror(-ret));
@@ -540,7 +563,7 @@ int luablk_dev_info(const struct luablk_dev *dev, struct luablk_dev_info *info)
 	info->depth = dev->cfg.depth;
 	info->max_io = dev->added || dev->started ? dev->info.max_io_buf_bytes
 						  : dev->cfg.max_io;
-	info->block_size = dev->cfg.block_size;
+	info->block_size = dev->params.logical_block;
 	info->size = dev->cfg.size;
 	info->flags = dev->info.flags;
 	info->owner_uid = dev->info.owner_uid;

@@ -68,6 +68,24 @@ struct luablk_handler {
 	void *priv; /* the ops' own state */
 };
 
+/*
+ * params.c: block parameters. lb_params_resolve() merges the given values
+ * (and LUABLK_F_WRITE_CACHE/FUA in flags) over the declared ones (NULL:
+ * none) for a backend with the LUABLK_HAS_* methods in ops; the checks
+ * return -EINVAL with a message.
+ */
+void lb_params_resolve(const struct luablk_params *given, uint32_t flags,
+		       const struct luablk_params *declared, uint32_t ops,
+		       struct luablk_params *out);
+int lb_params_check(const struct luablk_params *p, uint32_t max_io);
+int lb_params_check_size(const struct luablk_params *p, uint64_t size);
+/* SET_PARAMS for effective parameters p. */
+void lb_params_to_ublk(const struct luablk_params *p, uint64_t size,
+		       uint32_t max_io, struct ublk_params *out);
+/* The reverse, for a device the kernel already has (recovery). */
+void lb_params_from_ublk(const struct ublk_params *p,
+			 struct luablk_params *out);
+
 /* Picks the handler ops for a backend name (C baseline or Lua). */
 const struct lb_handler_ops *lb_handler_ops_for(const char *backend);
 
@@ -104,6 +122,8 @@ int lb_ctrl_get_info(struct lb_ctrl *c, uint32_t id,
 		     struct ublksrv_ctrl_dev_info *info);
 int lb_ctrl_get_affinity(struct lb_ctrl *c, uint32_t id, unsigned int q,
 			 void *cpuset, size_t len);
+/* GET_FEATURES (6.5+): the UBLK_F_* bits this kernel supports. */
+int lb_ctrl_get_features(struct lb_ctrl *c, uint64_t *features);
 int lb_ctrl_simple(struct lb_ctrl *c, unsigned int nr, uint32_t id,
 		   uint64_t data);
 /* True once the kernel has answered only the legacy opcode numbers. */
@@ -158,8 +178,21 @@ int lb_queue_wait_started(struct lb_queue *q);
 /* Joins the thread and releases the ring and descriptor mapping. */
 void lb_queue_release(struct lb_queue *q);
 
+/*
+ * user_copy.c: USER_COPY mode. lb_user_copy_in() reads the batch's WRITE
+ * data from the kernel into the tag buffers and returns how many entries
+ * the backend should run: entries whose copy failed are moved past that
+ * count with -EIO. lb_user_copy_out() hands successful READs' data to the
+ * kernel (failing those it cannot). Both do nothing in the default mode.
+ */
+bool lb_user_copy_on(const struct luablk_dev *dev);
+unsigned int lb_user_copy_in(struct lb_queue *q, unsigned int n);
+void lb_user_copy_out(struct lb_queue *q, unsigned int n);
+
 struct luablk_dev {
 	struct luablk_config cfg; /* strings below are our own copies */
+	struct luablk_params params; /* effective (see luablk_dev_declare) */
+	bool declared; /* queue 0's backend has declared its parameters */
 	char *backend;
 	char **args;
 	char **filters;

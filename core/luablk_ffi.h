@@ -46,6 +46,21 @@ enum {
 	LUABLK_F_RECOVERABLE = 256,
 	LUABLK_F_REISSUE = 512,
 	LUABLK_F_FAIL_IO = 1024,
+	/*
+	 * UBLK_F_USER_COPY (6.5+): the core moves IO data with pread/pwrite
+	 * on /dev/ublkcN instead of the kernel copying into the buffers.
+	 */
+	LUABLK_F_USER_COPY = 2048,
+
+	/* struct luablk_params.attrs (the kernel's UBLK_ATTR_* bits) */
+	LUABLK_ATTR_READ_ONLY = 1,
+	LUABLK_ATTR_ROTATIONAL = 2,
+	LUABLK_ATTR_WRITE_CACHE = 4, /* volatile cache: FLUSH arrives */
+	LUABLK_ATTR_FUA = 8, /* only with WRITE_CACHE (the kernel's rule) */
+
+	/* luablk_dev_declare() ops: the optional methods a backend has */
+	LUABLK_HAS_DISCARD = 1,
+	LUABLK_HAS_WRITE_ZEROES = 2,
 
 	/* luablk_dev_close() flags */
 	LUABLK_CLOSE_ASYNC = 1, /* DEL_DEV_ASYNC: do not wait for openers */
@@ -56,6 +71,8 @@ enum {
 	LUABLK_DEFAULT_DEPTH = 128,
 	LUABLK_DEFAULT_MAX_IO = 524288,
 	LUABLK_MAX_SHARED_NAME = 64,
+	/* largest DISCARD and WRITE_ZEROES (struct luablk_io.len is 32-bit) */
+	LUABLK_MAX_DISCARD = 1073741824,
 };
 
 /*
@@ -74,14 +91,37 @@ struct luablk_io {
 	int32_t result; /* out: bytes for READ/WRITE, 0 for others, or -errno */
 };
 
+/*
+ * A device's block parameters, sizes in bytes. In struct luablk_config and
+ * in a backend's declaration a 0 (or a bit clear in attrs_set) means "not
+ * given". What the device gets: the configuration's value, else the
+ * backend's declared default, else the built-in default below; a default
+ * that would break a given value gives way to it (a declared physical
+ * block smaller than a given logical block becomes the logical block).
+ * luablk_dev_params() returns the result with every field filled in.
+ */
+struct luablk_params {
+	uint32_t logical_block; /* power of two, 512 to the page size; 512 */
+	uint32_t physical_block; /* power of two >= logical; logical */
+	uint32_t io_min; /* power of two, physical..max_io; physical */
+	uint32_t io_opt; /* power of two, io_min..1 GiB; io_min */
+	/* Discard: only for a backend with a discard method, else all 0. */
+	uint32_t discard_granularity; /* power of two >= physical; physical */
+	uint32_t discard_alignment; /* multiple of logical < granularity; 0 */
+	uint32_t max_discard; /* multiple of logical, granularity..1G; 1G */
+	/* Only for a backend with a write_zeroes method, else 0. */
+	uint32_t max_write_zeroes; /* multiple of logical up to 1 GiB; 1 GiB */
+	uint32_t attrs; /* LUABLK_ATTR_* that are on */
+	uint32_t attrs_set; /* LUABLK_ATTR_* given, on or off */
+};
+
 /* What a device is asked to be. Fill with luablk_config_init() first. */
 struct luablk_config {
-	uint64_t size; /* bytes; a positive multiple of block_size */
+	uint64_t size; /* bytes; a positive multiple of the logical block */
 	/* 1..LUABLK_MAX_QUEUES; the kernel caps it at the number of CPUs */
 	uint32_t queues;
 	uint32_t depth; /* 1..LUABLK_MAX_DEPTH */
 	uint32_t max_io; /* largest IO in bytes: a multiple of 4096 */
-	uint32_t block_size; /* logical block size: 512 or 4096 */
 	int32_t dev_id; /* -1: the kernel picks the id */
 	uint32_t flags; /* LUABLK_F_* */
 	/*
@@ -99,6 +139,12 @@ struct luablk_config {
 	 */
 	const char *const *filters;
 	int nfilters;
+	/*
+	 * Block parameters: what is given here overrides the backend's
+	 * declared defaults. LUABLK_F_WRITE_CACHE and LUABLK_F_FUA in flags
+	 * turn those attributes on as attrs does.
+	 */
+	struct luablk_params params;
 };
 
 /* A device as the kernel reports it (GET_DEV_INFO + GET_PARAMS). */
@@ -109,7 +155,7 @@ struct luablk_dev_info {
 	uint32_t queues;
 	uint32_t depth;
 	uint32_t max_io;
-	uint32_t block_size;
+	uint32_t block_size; /* logical block size */
 	uint32_t reserved;
 	uint64_t size; /* bytes */
 	uint64_t flags; /* negotiated UBLK_F_* feature bits */
@@ -138,7 +184,10 @@ int luablk_version(void);
  */
 const char *luablk_last_error(void);
 
-/* Fills cfg with the defaults: 1 queue, depth 128, 512 KiB IO, 512 B blocks. */
+/*
+ * Fills cfg with the defaults: 1 queue, depth 128, 512 KiB IO, and no
+ * block parameters given (the backend's or the built-in ones apply).
+ */
 void luablk_config_init(struct luablk_config *cfg);
 
 /*
@@ -215,6 +264,24 @@ int luablk_dev_id(const struct luablk_dev *dev);
 
 /* Copies the device's current settings (as negotiated) into *info. */
 int luablk_dev_info(const struct luablk_dev *dev, struct luablk_dev_info *info);
+
+/*
+ * Copies the device's effective block parameters into *out (see struct
+ * luablk_params). Before the backend of queue 0 has declared its own they
+ * reflect the configuration and the built-in defaults only.
+ */
+int luablk_dev_params(const struct luablk_dev *dev, struct luablk_params *out);
+
+/*
+ * What a backend declares about itself: its default block parameters and,
+ * in ops (LUABLK_HAS_*), the optional methods it has. The Lua host calls it
+ * while it loads queue 0's backend, before the kernel is involved; the
+ * device's parameters are then recomputed and checked. Once the device is
+ * added it changes nothing and only checks that the declaration gives the
+ * same parameters. Returns 0, or -EINVAL / -EBUSY (see luablk_last_error).
+ */
+int luablk_dev_declare(struct luablk_dev *dev,
+		       const struct luablk_params *declared, uint32_t ops);
 
 /*
  * Returns an fd that becomes readable once the device stops serving on its

@@ -121,7 +121,6 @@ int luablk_delete(int id, int async)
 
 int luablk_features(uint64_t *features)
 {
-	struct ublksrv_ctrl_cmd cmd;
 	struct lb_ctrl *c;
 	int ret;
 
@@ -129,13 +128,7 @@ int luablk_features(uint64_t *features)
 	ret = lb_ctrl_open(&c);
 	if (ret < 0)
 		return ret;
-	*features = 0;
-	memset(&cmd, 0, sizeof(cmd));
-	cmd.dev_id = UINT32_MAX;
-	cmd.queue_id = 0xffff;
-	cmd.addr = (uint64_t)(uintptr_t)features;
-	cmd.len = sizeof(*features);
-	ret = lb_ctrl_cmd(c, UBLK_CMD_GET_FEATURES, &cmd);
+	ret = lb_ctrl_get_features(c, features);
 	lb_ctrl_close(c);
 	if (ret < 0)
 		return lb_fail(ret, "GET_FEATURES: %s (needs Linux 6.5)",

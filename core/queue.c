@@ -67,7 +67,11 @@ static void queue_io_cmd(struct lb_queue *q, struct io_uring *ring,
 	cmd->q_id = (uint16_t)q->q;
 	cmd->tag = (uint16_t)tag;
 	cmd->result = result;
-	cmd->addr = (uint64_t)(uintptr_t)luablk_handler_buf(q->h, tag);
+	/* With USER_COPY the kernel takes no buffer (user_copy.c moves data).
+	 */
+	cmd->addr = 0;
+	if (!lb_user_copy_on(q->dev))
+		cmd->addr = (uint64_t)(uintptr_t)luablk_handler_buf(q->h, tag);
 }
 
 static int ring_setup(struct lb_queue *q, struct io_uring *ring)
@@ -178,7 +182,7 @@ static bool serve(struct lb_queue *q, struct io_uring *ring)
 
 	while (!stop && live > 0) {
 		struct io_uring_cqe *cqe;
-		unsigned int head, seen = 0, n = 0;
+		unsigned int head, seen = 0, n = 0, ready;
 		int ret = io_uring_submit_and_wait(ring, 1);
 
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN &&
@@ -213,7 +217,11 @@ static bool serve(struct lb_queue *q, struct io_uring *ring)
 		}
 		io_uring_cq_advance(ring, seen);
 		if (n > 0) {
-			luablk_handler_run(h, n);
+			/* USER_COPY moves the data around the backend's call.
+			 */
+			ready = lb_user_copy_in(q, n);
+			luablk_handler_run(h, ready);
+			lb_user_copy_out(q, ready);
 			for (unsigned int i = 0; i < n; i++)
 				queue_io_cmd(
 					q, ring, UBLK_IO_COMMIT_AND_FETCH_REQ,
@@ -249,12 +257,16 @@ static void *queue_main(void *arg)
 	struct lb_queue *q = arg;
 	struct io_uring *ring = q->ring;
 	sigset_t all;
+	char name[16];
 	bool asked = false;
 	int ret;
 
 	/* Signals belong to the application's threads, never to a queue. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	/* Named so that ps, top and the tests find each queue's thread. */
+	snprintf(name, sizeof(name), "luablk-q%u", q->q);
+	pthread_setname_np(pthread_self(), name);
 	if (q->cpu >= 0) {
 		cpu_set_t set;
 

@@ -116,7 +116,7 @@ static int device_config(struct lb_ctrl *c, int id,
 	if (!(p.types & UBLK_PARAM_TYPE_BASIC))
 		return lb_fail(-EINVAL, "device %d has no parameters", id);
 	cfg->size = p.basic.dev_sectors << 9;
-	cfg->block_size = 1U << p.basic.logical_bs_shift;
+	lb_params_from_ublk(&p, &cfg->params);
 	cfg->queues = info->nr_hw_queues;
 	cfg->depth = info->queue_depth;
 	cfg->max_io = info->max_io_buf_bytes;
@@ -128,6 +128,10 @@ static int device_config(struct lb_ctrl *c, int id,
 		cfg->flags |= LUABLK_F_REISSUE;
 	if (info->flags & UBLK_F_USER_RECOVERY_FAIL_IO)
 		cfg->flags |= LUABLK_F_FAIL_IO;
+	/* The new server must move data the way the device was made for. */
+	cfg->flags &= ~(uint32_t)LUABLK_F_USER_COPY;
+	if (info->flags & UBLK_F_USER_COPY)
+		cfg->flags |= LUABLK_F_USER_COPY;
 	return 0;
 }
 

@@ -235,7 +235,7 @@ local function torture(run)
 	local dev, err = luablk.add({
 		backend = run.backend, size = run.size, queues = run.queues, depth = run.depth,
 		max_io = run.max_io, block_size = run.block_size, args = args, filters = run.filter,
-		write_cache = run.write_cache,
+		write_cache = run.write_cache or nil,
 	})
 	if not dev then
 		if image then

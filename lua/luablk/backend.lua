@@ -109,6 +109,7 @@ function M.device(C, ptr, queue, info)
 		depth = info.depth,
 		max_io = info.max_io,
 		queue = queue,
+		params = require("luablk.params").effective(C, ptr),
 	}
 	-- The kernel id is only known once the device is added.
 	setmetatable(dev, {

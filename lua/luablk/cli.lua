@@ -8,10 +8,10 @@ local M = {}
 local USAGE = [[
 usage: luablk COMMAND [ARGS]
 
-  add BACKEND [--size S] [--queues N] [--depth D] [--max-io B]
-              [--block-size B] [--id N] [--no-pin] [--write-cache] [--fua]
-              [--unprivileged] [--recoverable] [--reissue] [--fail-io]
-              [--filter NAME:K=V,...]... [--json] [-- ARGS...]
+  add BACKEND [--size S] [--queues N] [--depth D] [--max-io B] [--id N]
+              [--no-pin] [--user-copy] [--unprivileged] [--recoverable]
+              [--reissue] [--fail-io] [--filter NAME:K=V,...]... [--json]
+              [block parameters] [-- ARGS...]
         create a device served by BACKEND (null, mem, file, c-null, c-mem,
         or a path to a .lua file) in the foreground; prints /dev/ublkbN
         once it is usable; SIGINT or SIGTERM tears it down, SIGHUP
@@ -19,6 +19,20 @@ usage: luablk COMMAND [ARGS]
         --recoverable: the device outlives a server that dies (IO waits
         for `luablk recover`); --reissue: IO the dead server held is
         reissued to the next one; --fail-io: IO fails while no server runs
+        block parameters, in bytes (K, M, G suffixes); unless given, the
+        backend's declared defaults apply, else the built-in ones:
+          --logical-block B (or --block-size B)  512..4096, default 512
+          --physical-block B   default: the logical block
+          --io-min B           default: the physical block
+          --io-opt B           default: the minimum IO size
+          --discard-granularity B   default: the physical block
+          --discard-alignment B     default: 0
+          --max-discard B           largest discard, default 1G
+          --max-write-zeroes B      largest write-zeroes, default 1G
+        (the discard ones only for a backend with discard/write_zeroes)
+        attributes, on with --NAME, forced off with --NAME=off:
+          --read-only  --rotational  --fua
+          --write-cache   volatile cache: fsync sends FLUSH to the backend
   recover ID BACKEND [--no-pin] [--filter NAME:K=V,...]... [--json]
               [-- ARGS...]
         serve recoverable device ID, whose server died, with BACKEND;
@@ -66,9 +80,8 @@ local ADD_SPEC = {
 	id = "value",
 	json = "flag",
 	["no-pin"] = "flag",
-	["write-cache"] = "flag",
-	fua = "flag",
 	unprivileged = "flag",
+	["user-copy"] = "flag",
 	filter = "list",
 	recoverable = "flag",
 	reissue = "flag",
@@ -81,6 +94,62 @@ function M.recovery_options(o, opts)
 	opts.reissue = o.reissue
 	opts.fail_io = o["fail-io"]
 	opts.recoverable = o.recoverable or o.reissue or o["fail-io"]
+end
+
+-- Block parameters: sizes (with K/M/G suffixes) and on/off attributes,
+-- named as in luablk.params.
+local PARAM_SIZES = {
+	{ "logical-block", "logical_block" },
+	{ "physical-block", "physical_block" },
+	{ "io-min", "io_min" },
+	{ "io-opt", "io_opt" },
+	{ "discard-granularity", "discard_granularity" },
+	{ "discard-alignment", "discard_alignment" },
+	{ "max-discard", "max_discard" },
+	{ "max-write-zeroes", "max_write_zeroes" },
+}
+local PARAM_BOOLS = {
+	{ "read-only", "read_only" },
+	{ "rotational", "rotational" },
+	{ "write-cache", "write_cache" },
+	{ "fua", "fua" },
+}
+for _, it in ipairs(PARAM_SIZES) do
+	ADD_SPEC[it[1]] = "value"
+end
+for _, it in ipairs(PARAM_BOOLS) do
+	ADD_SPEC[it[1]] = "bool"
+end
+
+-- Copies the block parameters from parsed options o into opts.
+local function param_options(o, opts)
+	for _, it in ipairs(PARAM_SIZES) do
+		local v = o[it[1]]
+		if v then
+			local n, err = options.size(v)
+			if not n then
+				return nil, "--" .. it[1] .. ": " .. err
+			end
+			-- 0 would mean "not given"; only the alignment may be 0.
+			if n == 0 and it[1] ~= "discard-alignment" then
+				return nil, ("--%s must be more than 0"):format(it[1])
+			end
+			if n >= 2 ^ 32 then
+				return nil, ("--%s: '%s' is too large"):format(it[1], v)
+			end
+			opts[it[2]] = n
+		end
+	end
+	for _, it in ipairs(PARAM_BOOLS) do
+		opts[it[2]] = o[it[1]]
+	end
+	if opts.block_size == 0 then
+		return nil, "--block-size must be more than 0"
+	end
+	if opts.block_size and opts.logical_block and opts.block_size ~= opts.logical_block then
+		return nil, "--block-size is another name for --logical-block: give one of them"
+	end
+	return opts
 end
 
 -- Turns add's command line into luablk.add options, or nil, message.
@@ -98,9 +167,8 @@ function M.add_options(argv)
 		filters = o.filter,
 		json = o.json,
 		no_pin = o["no-pin"],
-		write_cache = o["write-cache"],
-		fua = o.fua,
 		unprivileged = o.unprivileged,
+		user_copy = o["user-copy"],
 	}
 	M.recovery_options(o, opts)
 	local err
@@ -132,7 +200,7 @@ function M.add_options(argv)
 			end
 		end
 	end
-	return opts
+	return param_options(o, opts)
 end
 
 local SIGUSR1, SIGUSR2 = 10, 12

@@ -158,11 +158,14 @@ function M.start(h, devp, q, spec, args, filters)
 	C.luablk_dev_info(devp, info)
 	local dev = backend.device(C, devp, q, info)
 	local be = backend.load(spec, dev, backend.parse_args(args), filters)
+	if q == 0 then
+		require("luablk.params").declare(C, devp, dev, be, spec)
+	end
 	local bufs = {}
 	for tag = 0, info.depth - 1 do
 		bufs[tag] = C.luablk_handler_buf(h, tag)
 	end
-	queue = { dev = dev, batch = C.luablk_handler_batch(h), bufs = bufs, filters = filters }
+	queue = { C = C, devp = devp, dev = dev, batch = C.luablk_handler_batch(h), bufs = bufs, filters = filters }
 	current = serving(be, spec, args)
 	return hooks(current)
 end
@@ -194,6 +197,13 @@ function M.prepare(spec, args, need)
 		local cap, method = r[1], r[2]
 		if need[cap] and old[method] and not be[method] then
 			error(("backend '%s' has no %s method, and the device advertises it"):format(spec, method), 0)
+		end
+	end
+	-- Block parameters are the running device's: the new ones must agree.
+	if queue.dev.queue == 0 then
+		local ok, err = pcall(require("luablk.params").declare, queue.C, queue.devp, queue.dev, be, spec)
+		if not ok then
+			error(("cannot reload into '%s': %s"):format(spec, err), 0)
 		end
 	end
 	pending = serving(be, spec, args)

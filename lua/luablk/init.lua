@@ -6,6 +6,7 @@
 -- $LUABLK_LIB.
 local ffi = require("ffi")
 local errno = require("luablk.errno")
+local params = require("luablk.params")
 
 local M = {}
 
@@ -130,13 +131,11 @@ local function make_config(opts)
 	cfg.queues = opts.queues or cfg.queues
 	cfg.depth = opts.depth or cfg.depth
 	cfg.max_io = opts.max_io or cfg.max_io
-	cfg.block_size = opts.block_size or cfg.block_size
 	cfg.dev_id = opts.id or -1
 	local flag_opts = {
 		no_pin = C.LUABLK_F_NO_PIN,
-		write_cache = C.LUABLK_F_WRITE_CACHE,
-		fua = C.LUABLK_F_FUA,
 		unprivileged = C.LUABLK_F_UNPRIVILEGED,
+		user_copy = C.LUABLK_F_USER_COPY,
 	}
 	for opt, flag in pairs(flag_opts) do
 		if opts[opt] then
@@ -144,6 +143,17 @@ local function make_config(opts)
 		end
 	end
 	cfg.flags = bit.bor(cfg.flags, recovery_flags(opts))
+	local given = opts
+	if opts.block_size ~= nil then
+		if opts.logical_block ~= nil and opts.logical_block ~= opts.block_size then
+			error("luablk.add: block_size and logical_block differ (block_size is the older name)", 3)
+		end
+		given = setmetatable({ logical_block = opts.block_size }, { __index = opts })
+	end
+	local ok, err = pcall(params.fill, cfg.params, given, "luablk.add")
+	if not ok then
+		error(err, 3)
+	end
 	local argv, filters = M.cstrings(opts.args), M.cstrings(opts.filters)
 	cfg.args, cfg.argc = argv, #(opts.args or {})
 	cfg.filters, cfg.nfilters = filters, #(opts.filters or {})
@@ -162,9 +172,11 @@ local function construct(make)
 end
 
 -- Creates and starts a device. opts: backend, size (bytes), and optional
--- queues, depth, max_io, block_size, id, no_pin, write_cache, fua,
--- unprivileged, recoverable, reissue, fail_io, args (list of strings),
--- filters (list of "NAME:k=v,..." strings).
+-- queues, depth, max_io, id, no_pin, user_copy, unprivileged,
+-- recoverable, reissue, fail_io, args (list of strings), filters (list of
+-- "NAME:k=v,..." strings), and the block parameters of luablk.params
+-- (logical_block, alias block_size, ..., read_only, rotational,
+-- write_cache, fua: true/false to force, nil for the backend's default).
 -- Returns a Device, or nil, message, errno.
 function M.add(opts)
 	local cfg, anchor = make_config(opts)
@@ -261,6 +273,12 @@ function Device:info()
 	local i = ffi.new("struct luablk_dev_info")
 	C.luablk_dev_info(self.ptr, i)
 	return info_table(i)
+end
+
+-- The device's effective block parameters (see luablk.params): sizes in
+-- bytes, read_only, rotational, write_cache and fua as booleans.
+function Device:params()
+	return params.effective(C, self.ptr)
 end
 
 -- The shared region `name` as a uint8_t pointer plus its size; size 0 or

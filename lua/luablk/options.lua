@@ -34,9 +34,25 @@ function M.integer(s, what, lo, hi)
 	return n
 end
 
+local BOOLS = { on = true, yes = true, ["true"] = true, ["1"] = true }
+for _, w in ipairs({ "off", "no", "false", "0" }) do
+	BOOLS[w] = false
+end
+
+-- "on"/"off" and friends -> true/false.
+function M.boolean(s, what)
+	local v = BOOLS[s:lower()]
+	if v == nil then
+		return nil, ("%s takes on or off, not '%s'"):format(what, s)
+	end
+	return v
+end
+
 -- Parses argv (a list) against spec, a table of option name -> kind,
--- where kind is "flag", "value" or "list" (repeatable, collected in order). Stops at "--": what follows goes to
--- `rest`. Returns opts, positional, rest or nil, message.
+-- where kind is "flag", "bool" (--name for on, --name=off to force off),
+-- "value" or "list" (repeatable, collected in order). Stops at "--":
+-- what follows goes to `rest`. Returns opts, positional, rest or nil,
+-- message.
 function M.parse(argv, spec)
 	local opts, pos, rest = {}, {}, {}
 	local i = 1
@@ -60,6 +76,16 @@ function M.parse(argv, spec)
 					return nil, ("--%s takes no value"):format(name)
 				end
 				opts[name] = true
+			elseif kind == "bool" then
+				local v = true
+				if inline then
+					local err
+					v, err = M.boolean(inline, "--" .. name)
+					if v == nil then
+						return nil, err
+					end
+				end
+				opts[name] = v
 			else
 				local v = inline
 				if not v then

@@ -172,6 +172,18 @@ for _, f in ipairs({ "fault:rate=0", "delay:ms=0", "stats", "trace:path=/dev/nul
 	report("S4 filters", "mem + " .. f, "mem", r, base)
 end
 
+-- S5: USER_COPY (a pread or pwrite per IO on the char device) against the
+-- default mode (the kernel copies into the tag buffers).
+for _, rw in ipairs({ "randread", "randwrite" }) do
+	for _, bs in ipairs(quick and { "4k" } or { "4k", "64k", "512k" }) do
+		local label = rw .. " " .. bs
+		local plain = measure({ "mem", "--size", SIZE }, rw, bs, 16, 1)
+		report("S5 user copy", "mem " .. label, nil, plain)
+		local uc = measure({ "mem", "--size", SIZE, "--user-copy" }, rw, bs, 16, 1)
+		report("S5 user copy", "mem --user-copy " .. label, "mem", uc, plain)
+	end
+end
+
 if json_path then
 	local f = assert(io.open(json_path, "w"))
 	f:write(cjson.encode({ server = rows, runtime_s = RUNTIME }), "\n")

@@ -94,4 +94,22 @@ end
 
 M.fixtures = M.root .. "/spec/kernel/backends"
 
+local OPS = { "reads", "writes", "flushes", "discards", "zeroes", "discarded", "zeroed", "lo", "hi", "lo_len" }
+
+-- The counters of the ops.lua fixture backend of a device, as numbers.
+function M.ops(dev)
+	local n = ffi.cast("uint64_t *", dev:shared("ops"))
+	local out = {}
+	for i, name in ipairs(OPS) do
+		out[name] = tonumber(n[i - 1])
+	end
+	return out
+end
+
+-- /sys/block/ublkbN/ATTR of a device, without the newline.
+function M.sysfs(dev, attr)
+	local text = posix.read_file(("/sys/block/ublkb%d/%s"):format(dev:id(), attr))
+	return text and text:gsub("\n$", "")
+end
+
 return M

@@ -45,6 +45,19 @@ describe("options.parse", function()
 		assert.equal("2M", o.size)
 	end)
 
+	it("takes on/off switches without eating the next word", function()
+		local sw = { rotational = "bool", ["write-cache"] = "bool" }
+		local o, pos = options.parse({ "--rotational", "mem", "--write-cache=off" }, sw)
+		assert.same({ rotational = true, ["write-cache"] = false }, o)
+		assert.same({ "mem" }, pos)
+		for word, want in pairs({ on = true, yes = true, ["1"] = true, OFF = false, no = false, ["0"] = false }) do
+			assert.equal(want, (options.parse({ "--rotational=" .. word }, sw)).rotational, word)
+		end
+		local bad, err = options.parse({ "--rotational=maybe" }, sw)
+		assert.is_nil(bad)
+		assert.matches("takes on or off", err)
+	end)
+
 	it("reports unknown options, missing values and values on flags", function()
 		assert.is_nil((options.parse({ "--bogus" }, spec)))
 		assert.is_nil((options.parse({ "--size" }, spec)))

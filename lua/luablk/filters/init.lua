@@ -51,15 +51,24 @@ function M.apply(be, specs, dev)
 		if not ok then
 			error(("filter '%s': %s"):format(name, tostring(wrapped)), 0)
 		end
-		be = backend.validate(wrapped, name)
+		be = M.keep_params(backend.validate(wrapped, name), be)
 	end
 	return be
+end
+
+-- A filter changes how IO behaves, not the device's geometry: the
+-- wrapped backend's declared params carry over unless it sets its own.
+function M.keep_params(outer, inner)
+	if outer.params == nil then
+		outer.params = inner.params
+	end
+	return outer
 end
 
 -- A new backend table that forwards every method inner has (and only
 -- those, so capabilities stay accurate), with `over` replacing some.
 function M.wrap(inner, over)
-	local be = { caps = inner.caps }
+	local be = { caps = inner.caps, params = inner.params }
 	for _, m in ipairs({ "read_at", "write_at", "flush", "discard", "write_zeroes", "close", "handoff" }) do
 		local fn = inner[m]
 		if fn then
@@ -84,7 +93,7 @@ setmetatable(M, {
 			return function(dev, args)
 				local mod = type(inner) == "string" and backend.resolve(inner) or inner
 				local be = backend.instantiate(mod, tostring(inner), dev, args)
-				return backend.validate(filter(be, opts or {}, dev), name)
+				return M.keep_params(backend.validate(filter(be, opts or {}, dev), name), be)
 			end
 		end
 	end,
