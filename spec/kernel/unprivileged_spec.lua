@@ -141,7 +141,7 @@ describe("an unprivileged device", function()
 		assert.equal(16 * 2 ^ 20, mine.size)
 		assert.is_true(mine.unprivileged)
 		assert.equal(65534, find(cjson.decode(u.sh({ bin, "list", "--json" }))).owner_uid)
-		assert.matches(("\n%d +live .* 65534:65534 +/dev/ublkb%d\n"):format(id, id), u.sh(luablk_as(NOBODY, "list")))
+		assert.matches(("\n%d +live .* 65534:65534 +no +/dev/ublkb%d\n"):format(id, id), u.sh(luablk_as(NOBODY, "list")))
 
 		-- its stats filter, reached through the owner's runtime directory
 		local stats = cjson.decode(u.sh(luablk_as(NOBODY, "stats", tostring(id), "--interval", "0.1", "--json")))
