@@ -150,7 +150,14 @@ function M.start(h, devp, q, spec, args, filters)
 	end
 	local prefix = ("luablk: %s queue %d: backend error: "):format(spec, q)
 	local report = M.reporter(prefix)
-	return M.make(be, C.luablk_handler_batch(h), bufs, report), M.caps(be), M.closer(be, report)
+	local run = M.make(be, C.luablk_handler_batch(h), bufs, report)
+	-- The benchmark's JIT health log (luablk/jitlog.lua); when the variable
+	-- is unset, the batch function is the plain one.
+	local jit_log = os.getenv("LUABLK_JIT_LOG")
+	if jit_log then
+		run = require("luablk.jitlog").start(jit_log, q, run)
+	end
+	return run, M.caps(be), M.closer(be, report)
 end
 
 return M
