@@ -30,33 +30,48 @@ function M.mark(dir)
 	return marks
 end
 
+-- The fewest IOs any queue's log has counted so far (0 before the first
+-- IOS line, or when there is no log).
+function M.least_ios(dir)
+	local least
+	for _, path in ipairs(M.logs(dir)) do
+		local rows = jitlog.read(path).ios
+		local n = #rows > 0 and rows[#rows].ios or 0
+		least = least and math.min(least, n) or n
+	end
+	return least or 0
+end
+
 local function count_reasons(into, lines)
 	for _, line in ipairs(lines) do
 		into[line] = (into[line] or 0) + 1
 	end
 end
 
--- Where the heap is weighed: from the first IOS row of the window after
--- which no trace was made (a trace is made once, not per IO, but it is
--- allocated on the Lua heap), provided that leaves at least half of the
--- window; otherwise the whole window, late traces and all.
-local function heap_start(rows, first, last)
+-- The heap is weighed between consecutive IOS rows of the window with no
+-- trace event between them: a trace, completed or aborted, is allocated
+-- once on the Lua heap (and so is its line in the log), not per IO.
+-- Returns the bytes and the IOs of those quiet stretches.
+local function quiet_heap(rows, first, last)
+	local bytes, ios = 0, 0
+	local prev
 	for _, r in ipairs(rows) do
-		if r.ios >= first.ios and r.traces == last.traces then
-			if (last.ios - r.ios) * 2 >= last.ios - first.ios then
-				return r
+		if r.ios >= first.ios and r.ios <= last.ios then
+			if prev and r.traces == prev.traces and r.aborts == prev.aborts then
+				bytes = bytes + (r.heap_kib - prev.heap_kib) * 1024
+				ios = ios + r.ios - prev.ios
 			end
-			break
+			prev = r
 		end
 	end
-	return first
+	return bytes, ios
 end
 
 -- Sums the logs in dir over the steady window. `from` is either marks
 -- taken with M.mark (the window starts there) or a number of IOs per queue
 -- (it starts at the first IOS line at or past it). Returns a table:
 --   queues, ios (in the window), traces, aborts, nyi (made in the window),
---   heap_bytes_per_io (see heap_start), heap_ios (the IOs it is over),
+--   heap_bytes_per_io (see quiet_heap), heap_ios (the IOs it is over),
 --   aborts_total, nyi_total (the whole run), and reasons: { [abort line]
 --   = count } over the whole run.
 function M.summary(dir, from)
@@ -89,10 +104,10 @@ function M.summary(dir, from)
 			s.nyi_total = s.nyi_total + (line:find(" -- NYI: ", 1, true) and 1 or 0)
 		end
 		if first and last and last.ios > first.ios then
-			local h = heap_start(rows, first, last)
+			local bytes, ios = quiet_heap(rows, first, last)
 			s.ios = s.ios + last.ios - first.ios
-			s.heap_ios = s.heap_ios + last.ios - h.ios
-			s.heap_bytes = s.heap_bytes + (last.heap_kib - h.heap_kib) * 1024
+			s.heap_ios = s.heap_ios + ios
+			s.heap_bytes = s.heap_bytes + bytes
 			s.traces = s.traces + last.traces - first.traces
 			s.aborts = s.aborts + last.aborts - first.aborts
 			s.nyi = s.nyi + last.nyi - first.nyi

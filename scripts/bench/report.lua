@@ -157,6 +157,7 @@ if bars > 0 then
 		"set key tmargin horizontal",
 		"set tmargin 5",
 		"set bmargin 16",
+		"set rmargin 10",
 		"set ylabel 'ratio to baseline (1 = as fast as the baseline)'",
 		"set arrow from graph 0, first 1 to graph 1, first 1 nohead dashtype 2 lc rgb '#444444'",
 		"plot '" .. data .. "' using 0:($4==0 ? $2 : 1/0):xtic(1) with boxes lc rgb '#9a9a9a' title 'no target', \\",

@@ -1,6 +1,6 @@
 -- The benchmark's part C arithmetic (scripts/bench/health.lua): windows
 -- over the JIT logs of several queues, from a mark or an IO count, with
--- the heap weighed after the last trace made.
+-- the heap weighed where the JIT was quiet.
 package.path = "scripts/bench/?.lua;" .. package.path
 local health = require("health")
 
@@ -56,30 +56,34 @@ describe("bench health", function()
 		assert.is_false(health.met(s))
 	end)
 
-	it("weighs the heap after the last trace made in the window, if most of it is left", function()
+	it("weighs the heap only where no trace was made or aborted", function()
 		write(dir .. "/5.q0.log", {
 			"[IOS 1000 100 1 0 0]",
 			"[TRACE 2 jitlog.lua:95 stitch]",
 			"[IOS 2000 103 2 0 0]",
 			"[IOS 3000 103 2 0 0]",
-			"[IOS 4000 103 2 0 0]",
+			"[TRACE --- dispatch.lua:80 -- leaving loop in root trace at dispatch.lua:106]",
+			"[IOS 4000 104 2 1 0]",
+			"[IOS 5000 104 2 1 0]",
 		})
 		local s = health.summary(dir, 1000)
-		assert.equal(3000, s.ios)
-		assert.equal(1, s.traces)
+		assert.equal(4000, s.ios)
+		assert.same({ 1, 1, 0 }, { s.traces, s.aborts, s.nyi })
 		assert.equal(2000, s.heap_ios)
 		assert.equal(0, s.heap_bytes_per_io)
-		assert.is_true(health.met(s))
-		-- a trace made late in the window is weighed with the rest
-		write(dir .. "/5.q0.log", { "[TRACE 3 dispatch.lua:84 root]", "[IOS 5000 104 3 0 0]" })
+		assert.is_false(health.met(s)) -- the abort
+		-- an allocation where the JIT was quiet is weighed
+		write(dir .. "/5.q0.log", { "[IOS 6000 106 2 1 0]" })
 		s = health.summary(dir, 1000)
-		assert.equal(4000, s.heap_ios)
-		assert.equal(4 * 1024 / 4000, s.heap_bytes_per_io)
-		assert.is_false(health.met(s))
+		assert.equal(3000, s.heap_ios)
+		assert.equal(2 * 1024 / 3000, s.heap_bytes_per_io)
 	end)
 
 	it("reports an empty window when there is no IOS line after its start", function()
+		assert.equal(0, health.least_ios(dir))
 		write(dir .. "/3.q0.log", { "[IOS 100 50 0 0 0]" })
+		write(dir .. "/3.q1.log", { "[IOS 100 50 0 0 0]", "[IOS 200 50 0 0 0]" })
+		assert.equal(100, health.least_ios(dir))
 		local s = health.summary(dir, 5000)
 		assert.equal(0, s.ios)
 		assert.is_nil(s.heap_bytes_per_io)
