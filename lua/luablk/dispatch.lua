@@ -143,7 +143,14 @@ local function serving(be, spec, args)
 end
 
 local function hooks(s)
-	return M.make(s.be, queue.batch, queue.bufs, s.report), M.caps(s.be), M.closer(s.be, s.report)
+	local run = M.make(s.be, queue.batch, queue.bufs, s.report)
+	-- The benchmark's JIT health log (luablk/jitlog.lua); when the variable
+	-- is unset, the batch function is the plain one.
+	local jit_log = os.getenv("LUABLK_JIT_LOG")
+	if jit_log then
+		run = require("luablk.jitlog").start(jit_log, queue.dev.queue, run)
+	end
+	return run, M.caps(s.be), M.closer(s.be, s.report)
 end
 
 -- Entry point from the C host (host.c): loads the backend for queue q of

@@ -9,6 +9,8 @@ int open(const char *path, int flags, ...);
 int close(int fd);
 ssize_t pread(int fd, void *buf, size_t count, int64_t off);
 ssize_t pwrite(int fd, const void *buf, size_t count, int64_t off);
+ssize_t write(int fd, const void *buf, size_t count);
+int snprintf(char *str, size_t size, const char *format, ...);
 int fdatasync(int fd);
 int fsync(int fd);
 int64_t lseek(int fd, int64_t off, int whence);
