@@ -27,15 +27,10 @@ local here = arg[0]:match("^(.*)/[^/]*$") or "."
 package.path = here .. "/?.lua;" .. package.path
 
 local cjson = require("cjson")
-local ffi = require("ffi")
-local luablk = require("luablk")
 local posix = require("luablk.posix")
 local proc = require("luablk.proc")
 local health = require("health")
-
-ffi.cdef("long sysconf(int name);")
-local CLK_TCK = tonumber(ffi.C.sysconf(2)) -- _SC_CLK_TCK
-local read_file = posix.read_file
+local rig = require("rig")
 
 local SIZE = "128M" -- small enough for five filled RAM disks in the guest
 
@@ -171,184 +166,13 @@ local function selected()
 	return out
 end
 
--- The server's threads as { [tid] = comm }.
-local function tasks(pid)
-	local out = {}
-	for tid in proc.check({ "ls", "/proc/" .. pid .. "/task" }):gmatch("%d+") do
-		local comm = read_file(("/proc/%d/task/%s/comm"):format(pid, tid))
-		if comm then
-			out[tonumber(tid)] = comm:gsub("%s+$", "")
-		end
-	end
-	return out
-end
-
--- The queue threads: every thread but the main one and the kernel's
--- io_uring workers (iou-wrk-TID, working for thread TID).
-local function queue_tids(pid, queues)
-	local tids = {}
-	for tid, comm in pairs(tasks(pid)) do
-		if tid ~= pid and not comm:find("^iou%-") then
-			tids[#tids + 1] = tid
-		end
-	end
-	table.sort(tids)
-	assert(#tids == queues, ("server %d has %d queue threads, expected %d"):format(pid, #tids, queues))
-	return tids
-end
-
--- CPU ticks (user+sys) of one thread, 0 once it has gone.
-local function ticks(pid, tid)
-	local stat = read_file(("/proc/%d/task/%d/stat"):format(pid, tid))
-	if not stat then
-		return 0
-	end
-	local fields = {}
-	for f in stat:match("%) (.*)$"):gmatch("%S+") do
-		fields[#fields + 1] = f
-	end
-	-- utime and stime are fields 14 and 15 of stat; 12 and 13 after ")".
-	return tonumber(fields[12]) + tonumber(fields[13])
-end
-
--- Per-thread CPU ticks of the queue threads and of the io_uring workers
--- working for them, at this moment.
-local function queue_ticks(s)
-	local t = {}
-	for _, tid in ipairs(s.tids) do
-		t[tid] = ticks(s.pid, tid)
-	end
-	for tid, comm in pairs(tasks(s.pid)) do
-		local owner = tonumber(comm:match("^iou%-wrk%-(%d+)$"))
-		if owner and t[owner] and not t[tid] then
-			t[tid] = ticks(s.pid, tid)
-		end
-	end
-	return t
-end
-
--- CPU seconds between two queue_ticks snapshots (a worker that came and
--- went between them is missed: workers serve blocking work only, which
--- the shipped backends do not ask for).
-local function cpu_between(a, b)
-	local sum = 0
-	for tid, v in pairs(b) do
-		sum = sum + v - (a[tid] or 0)
-	end
-	return sum / CLK_TCK
-end
-
--- CPUs for fio's jobs: job j goes to blk-mq queue j mod Q, on the last
--- CPUs of that queue's list (the queue thread is pinned to the first).
-local function job_cpus(name, jobs)
-	local lists = {}
-	for q = 0, 63 do
-		local text = read_file(("/sys/block/%s/mq/%d/cpu_list"):format(name, q))
-		if not text then
-			break
-		end
-		local cpus = {}
-		for part in text:gmatch("[^,%s]+") do
-			local a, b = part:match("^(%d+)-(%d+)$")
-			for c = tonumber(a or part), tonumber(b or part) do
-				cpus[#cpus + 1] = c
-			end
-		end
-		lists[#lists + 1] = cpus
-	end
-	if #lists == 0 then
-		return nil
-	end
-	local out = {}
-	for j = 0, jobs - 1 do
-		local cpus = lists[j % #lists + 1]
-		out[#out + 1] = cpus[math.max(1, #cpus - math.floor(j / #lists))]
-	end
-	return table.concat(out, ",")
-end
-
-local function set_scheduler(name)
-	local f = io.open("/sys/block/" .. name .. "/queue/scheduler", "w")
-	if f then
-		f:write("none")
-		f:close()
-	end
-end
-
--- Runs fio; returns IOPS and the IOs completed (reads and writes).
-local function fio(path, j, seconds, cpus)
-	local argv = {
-		"fio", "--name=bench", "--filename=" .. path, "--rw=" .. j.rw, "--bs=" .. j.bs,
-		"--iodepth=" .. j.qd, "--numjobs=" .. j.jobs, "--ioengine=io_uring", "--direct=1",
-		"--runtime=" .. seconds, "--time_based", "--group_reporting", "--output-format=json",
-	}
-	if cpus then
-		argv[#argv + 1] = "--cpus_allowed=" .. cpus
-		argv[#argv + 1] = "--cpus_allowed_policy=split"
-	end
-	local res = cjson.decode(proc.check(argv)).jobs[1]
-	return res.read.iops + res.write.iops, res.read.total_ios + res.write.total_ios
-end
-
--- Writes the whole device once, so that no first touch of a RAM disk's
--- page happens while measuring.
-local function fill(path)
-	proc.check({
-		"fio", "--name=fill", "--filename=" .. path, "--rw=write", "--bs=1M", "--iodepth=8",
-		"--ioengine=io_uring", "--direct=1", "--output-format=json",
-	})
-end
-
--- Starts `luablk add BACKEND --size SIZE ARGS` (env: extra environment,
--- e.g. the JIT log); returns the server as { pid, path, name, tids }.
-local function start_server(args, env)
-	local out = os.tmpname()
-	local fd = assert(posix.open(out, posix.O_WRONLY + posix.O_TRUNC))
-	local argv = { bin, "add", args[1], "--size", SIZE }
-	for k = 2, #args do
-		argv[#argv + 1] = args[k]
-	end
-	if env then
-		table.insert(argv, 1, "env")
-		table.insert(argv, 2, env)
-	end
-	local pid = assert(luablk.spawn(argv, { stdout = fd }))
-	posix.close(fd)
-	local path
-	for _ = 1, 1500 do
-		path = (read_file(out) or ""):match("(/dev/ublkb%d+)")
-		if path or (read_file("/proc/" .. pid .. "/stat") or ") Z"):find("^[^)]*%) Z") then
-			break
-		end
-		luablk.sleep(0.02)
-	end
-	os.remove(out)
-	assert(path, "luablk add " .. table.concat(args, " ") .. " did not start")
-	local name = path:match("ublkb%d+")
-	set_scheduler(name)
-	local queues = 1
-	for k, a in ipairs(args) do
-		if a == "--queues" then
-			queues = tonumber(args[k + 1])
-		end
-	end
-	local s = { pid = pid, path = path, name = name, tids = queue_tids(pid, queues) }
-	fill(path)
-	return s
-end
-
-local function stop_server(s)
-	ffi.C.kill(s.pid, 15)
-	luablk.wait(s.pid)
-end
-
 -- One timed run of row r on its server s (nil for a kernel device).
 local function measure(r, s, seconds)
 	local path = s and s.path or r.server.dev
-	local cpus = s and job_cpus(s.name, r.fio.jobs)
-	local t0 = s and queue_ticks(s)
-	local iops, ios = fio(path, r.fio, seconds, cpus)
-	local cpu = s and cpu_between(t0, queue_ticks(s))
+	local cpus = s and rig.job_cpus(s.name, r.fio.jobs)
+	local t0 = s and rig.queue_ticks(s)
+	local iops, ios = rig.fio(path, r.fio, seconds, cpus)
+	local cpu = s and rig.cpu_between(t0, rig.queue_ticks(s))
 	return { iops = iops, ios = ios, cpu_us_per_io = cpu and ios > 0 and cpu * 1e6 / ios or nil }
 end
 
@@ -369,13 +193,7 @@ local function server_key(r)
 end
 
 local function needs_cpus(r)
-	local q = 1
-	for k, a in ipairs(r.server) do
-		if a == "--queues" then
-			q = tonumber(r.server[k + 1])
-		end
-	end
-	return math.max(q, r.fio.jobs)
+	return math.max(r.server.dev and 1 or rig.queues(r.server), r.fio.jobs)
 end
 
 -- Measures the rows of one scenario: servers side by side, turns taken.
@@ -384,7 +202,7 @@ local function run_scenario(rows)
 	for _, r in ipairs(rows) do
 		local key = server_key(r)
 		if not r.server.dev and not servers[key] then
-			servers[key] = start_server(r.server)
+			servers[key] = rig.start(bin, SIZE, r.server)
 			order[#order + 1] = key
 		end
 		r.runs = {}
@@ -397,7 +215,7 @@ local function run_scenario(rows)
 		end
 	end
 	for _, key in ipairs(order) do
-		stop_server(servers[key])
+		rig.stop(servers[key])
 	end
 	for _, r in ipairs(rows) do
 		r.iops = median(r.runs, "iops")
@@ -412,7 +230,7 @@ end
 local WARM_IOS = 1000
 local function jit_health(r)
 	local dir = health.tmpdir()
-	local s = start_server(r.server, "LUABLK_JIT_LOG=" .. dir)
+	local s = rig.start(bin, SIZE, r.server, "LUABLK_JIT_LOG=" .. dir)
 	for _ = 1, 20 do
 		measure(r, s, WARMUP)
 		if health.least_ios(dir) >= WARM_IOS then
@@ -421,7 +239,7 @@ local function jit_health(r)
 	end
 	local marks = health.mark(dir)
 	measure(r, s, RUNTIME)
-	stop_server(s)
+	rig.stop(s)
 	local sum = health.summary(dir, marks)
 	health.remove(dir)
 	sum.case = r.case
