@@ -544,26 +544,6 @@ local function set_of(list)
 	return s
 end
 
--- commit=60 keeps jbd2's periodic commit (and its FLUSH) out of the way.
-local function mount(defer, dev, mnt)
-	proc.check({ "mount", "-t", "ext4", "-o", "commit=60", dev:path(), mnt })
-	local mounted = true
-	defer(function()
-		if mounted then
-			proc.run({ "umount", "-l", mnt })
-		end
-	end)
-	return function()
-		mounted = false
-		local status, _, err = proc.run({ "umount", mnt })
-		if status ~= 0 then
-			proc.run({ "umount", "-l", mnt })
-			return nil, err
-		end
-		return true
-	end
-end
-
 local function scenario_crash(defer)
 	local img, mnt = tmp .. ".img", tmp .. "-mnt"
 	defer(function()
@@ -575,7 +555,8 @@ local function scenario_crash(defer)
 	local spec = ("crash:tear=0.5,seed=%d"):format(opts.seed)
 	local dev = add(defer, { backend = "file", args = { "path=" .. img }, size = SIZE, filters = { spec } })
 	proc.check({ "mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", dev:path() })
-	local umount = mount(defer, dev, mnt)
+	-- commit=60 keeps jbd2's periodic commit (and its FLUSH) out of the way.
+	local umount = H.mount(defer, dev:path(), mnt, "commit=60")
 	local synced = in_worker("fs", fs_writer, mnt, worker_file("fs"), opts.seed)
 	-- From "outside": the published control region, by device id.
 	assert(crash.crash(dev:id()))
@@ -585,7 +566,7 @@ local function scenario_crash(defer)
 
 	local problems = {}
 	local fresh = add(defer, { backend = "file", args = { "path=" .. img }, size = SIZE })
-	local mounted, why = pcall(mount, defer, fresh, mnt) -- replays the journal
+	local mounted, why = pcall(H.mount, defer, fresh:path(), mnt, "commit=60") -- replays the journal
 	if not mounted then
 		local first = tostring(why):match("[^\n]*")
 		return "the durable image does not mount", { "after the crash: " .. first }

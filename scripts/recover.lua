@@ -282,13 +282,7 @@ local function scenario_ext4(defer, backend, img)
 		proc.run({ "rmdir", mnt })
 	end)
 	proc.check({ "mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", s.path })
-	proc.check({ "mount", "-t", "ext4", s.path, mnt })
-	local mounted = true
-	defer(function()
-		if mounted then
-			proc.run({ "umount", "-l", mnt })
-		end
-	end)
+	local umount = H.mount(defer, s.path, mnt)
 	local done = ffi.cast("volatile int64_t *", sys.shm(4096))
 	local pid = sys.fork(H, fs_writer, mnt, done)
 	defer(function()
@@ -312,8 +306,7 @@ local function scenario_ext4(defer, backend, img)
 		end
 	end
 	assert(bad == 0, ("%d of %d fsynced files do not read back intact"):format(bad, o.files))
-	proc.check({ "umount", mnt })
-	mounted = false
+	assert(umount())
 	local fsck, fout = proc.run({ "e2fsck", "-fn", s.path })
 	assert(fsck == 0, ("e2fsck -fn exited %d: %s"):format(fsck, (fout:gsub("\n", " | ")):sub(1, 300)))
 	s:stop()

@@ -167,4 +167,35 @@ function H.device(opts)
 	return dev
 end
 
+
+-- Mounts the ext4 filesystem on path at mnt (with mount options o, if
+-- given). Returns umount(): true, or nil and mount's stderr after a lazy
+-- unmount. If umount is never called, defer unmounts lazily.
+function H.mount(defer, path, mnt, o)
+	local proc = require("luablk.proc")
+	local argv = { "mount", "-t", "ext4" }
+	if o then
+		argv[#argv + 1] = "-o"
+		argv[#argv + 1] = o
+	end
+	argv[#argv + 1] = path
+	argv[#argv + 1] = mnt
+	proc.check(argv)
+	local mounted = true
+	defer(function()
+		if mounted then
+			proc.run({ "umount", "-l", mnt })
+		end
+	end)
+	return function()
+		mounted = false
+		local status, _, err = proc.run({ "umount", mnt })
+		if status ~= 0 then
+			proc.run({ "umount", "-l", mnt })
+			return nil, err
+		end
+		return true
+	end
+end
+
 return H
