@@ -384,23 +384,69 @@ static int start_queues(struct luablk_dev *dev)
 	return ret;
 }
 
+/* True while every queue thread still serves (none left on its own). */
+static bool all_serving(struct luablk_dev *dev)
+{
+	bool all;
+
+	pthread_mutex_lock(&dev->lock);
+	all = dev->queues_live == dev->nr_queues;
+	pthread_mutex_unlock(&dev->lock);
+	return all;
+}
+
 /*
- * The one place that knows the teardown order. Queue threads go first
- * (they finish and commit their current batch), then their rings and
- * mappings, which pin the char device, then the char device itself; only
- * then can STOP_DEV and DEL_DEV complete. IO arriving after the rings are
- * gone is failed by the kernel, so nothing here waits on the backend.
+ * STOP_DEV while the queues still serve. del_gendisk() inside it writes
+ * back what a mounted filesystem and the block device's page cache hold,
+ * and that IO must reach the backend, or it is lost. The kernel then
+ * aborts every fetch, and each queue thread leaves its loop once all of
+ * its tags are aborted. Returns STOP_DEV's result.
+ */
+static int stop_serving(struct luablk_dev *dev, uint32_t flags)
+{
+	struct lb_watchdog *w;
+	uint64_t f = dev->info.flags;
+	int ret;
+
+	/* A recoverable device fails new IO from the start of STOP_DEV. */
+	if ((f & UBLK_F_USER_RECOVERY) && !(f & UBLK_F_USER_RECOVERY_FAIL_IO))
+		lb_writeback_disk(dev->id);
+	w = lb_watchdog_start(dev, "closing", flags & LUABLK_CLOSE_GIVE_UP);
+	ret = lb_ctrl_simple(dev->ctrl, UBLK_CMD_STOP_DEV, (uint32_t)dev->id,
+			     0);
+	lb_watchdog_stop(w);
+	return ret;
+}
+
+/*
+ * The one place that knows the teardown order. A device that serves gets
+ * STOP_DEV first (stop_serving), and its queue threads exit on the aborts
+ * that follow. Otherwise (a failed start, or a queue that already left)
+ * the queue threads are told to stop; IO arriving after their rings are
+ * gone is failed by the kernel. Either way the rings and mappings, which
+ * pin the char device, go next, then the char device itself; only then
+ * can DEL_DEV complete.
  */
 static int teardown(struct luablk_dev *dev, uint32_t flags)
 {
+	bool stopped = false;
 	uint64_t one = 1;
 	int ret = 0, r;
 
+	if (dev->queues && dev->started && dev->added && all_serving(dev)) {
+		r = stop_serving(dev, flags);
+		/* -ENODEV: someone else deleted it already. */
+		stopped = r == 0 || r == -ENODEV;
+		if (!stopped)
+			ret = lb_fail(r, "STOP_DEV: %s", strerror(-r));
+	}
 	if (dev->queues) {
-		if (write(dev->stop_fd, &one, sizeof(one)) < 0)
+		/* A no-op for threads that left on the aborts. */
+		if (write(dev->stop_fd, &one, sizeof(one)) < 0 && !ret)
 			ret = -errno;
 		for (unsigned int q = 0; q < dev->nr_queues; q++)
-			lb_queue_release(&dev->queues[q]);
+			if (!lb_queue_release(&dev->queues[q]))
+				dev->stuck_queues++;
 	}
 	if (dev->char_fd >= 0) {
 		lb_fork_guard_remove(dev->char_fd);
@@ -410,9 +456,9 @@ static int teardown(struct luablk_dev *dev, uint32_t flags)
 	if (dev->started)
 		lb_shared_unpublish(dev);
 	if (dev->added) {
-		/* -ENODEV: someone else deleted it already. */
-		r = lb_ctrl_simple(dev->ctrl, UBLK_CMD_STOP_DEV,
-				   (uint32_t)dev->id, 0);
+		r = stopped ? 0
+			    : lb_ctrl_simple(dev->ctrl, UBLK_CMD_STOP_DEV,
+					     (uint32_t)dev->id, 0);
 		if (r < 0 && r != -ENODEV && !ret)
 			ret = lb_fail(r, "STOP_DEV: %s", strerror(-r));
 		r = -EOPNOTSUPP;
@@ -429,6 +475,11 @@ static int teardown(struct luablk_dev *dev, uint32_t flags)
 	}
 	lb_ctrl_close(dev->ctrl);
 	dev->ctrl = NULL;
+	if (dev->stuck_queues && !ret)
+		ret = lb_fail(-ETIMEDOUT,
+			      "device %d is gone, but %u queue thread(s) are "
+			      "still inside a backend call that never returned",
+			      dev->id, dev->stuck_queues);
 	return ret;
 }
 
@@ -531,7 +582,9 @@ int luablk_dev_close(struct luablk_dev *dev, uint32_t flags)
 	lb_clear_error();
 	ret = teardown(dev, flags);
 	dev->closed = true;
-	free_device(dev);
+	/* A thread still inside its backend uses the device and its state. */
+	if (!dev->stuck_queues)
+		free_device(dev);
 	return ret;
 }
 

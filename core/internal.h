@@ -171,12 +171,61 @@ struct lb_queue {
 	int start_err;
 	char start_msg[256];
 	bool started;
+	/*
+	 * For the watchdog (watchdog.c): the number of the batch the handler
+	 * is running, 0 between batches, and that batch's size.
+	 */
+	uint64_t busy;
+	uint64_t batches;
+	unsigned int batch_n;
+	bool abandoned; /* a close gave up on it (lb_queue_give_up) */
+	bool ring_dropped;
 };
 int lb_queue_spawn(struct lb_queue *q);
 /* Waits until the queue has its fetches in flight; returns its error. */
 int lb_queue_wait_started(struct lb_queue *q);
-/* Joins the thread and releases the ring and descriptor mapping. */
-void lb_queue_release(struct lb_queue *q);
+/*
+ * Joins the thread and releases the ring and descriptor mapping. Returns
+ * false for a thread that a close gave up on and that is still inside its
+ * backend: its handler and the device must then stay allocated.
+ */
+bool lb_queue_release(struct lb_queue *q);
+/*
+ * Gives up on a queue whose backend call has not returned: releases its
+ * ring, so that the kernel fails the IO it holds and the device can stop.
+ * The thread leaves when (if ever) the call returns. Returns false if the
+ * queue was not inside its backend.
+ */
+bool lb_queue_give_up(struct lb_queue *q);
+/* Releases the queue's ring once, from whichever thread gets here first. */
+void lb_queue_drop_ring(struct lb_queue *q);
+/*
+ * Writes which backend call the queue's current batch is waiting on, such
+ * as "read_at (4096 bytes at 0)"; for messages from another thread.
+ */
+void lb_queue_describe(const struct lb_queue *q, char *buf, size_t len);
+
+/*
+ * watchdog.c: while a wait that depends on the backend runs (what: such as
+ * "closing"), says once a queue has been inside one backend call for
+ * seconds, and which call. With on_signal, a SIGINT or SIGTERM (blocked by
+ * the caller) gives up on the queues inside their backend
+ * (lb_queue_give_up). Start returns NULL if it cannot start (it only
+ * helps); stop ends it.
+ */
+struct lb_watchdog;
+struct lb_watchdog *lb_watchdog_start(struct luablk_dev *dev, const char *what,
+				      bool on_signal);
+void lb_watchdog_stop(struct lb_watchdog *w);
+
+/*
+ * writeback.c: syncs every filesystem mounted from /dev/ublkbID or its
+ * partitions, then the block device, while the device still serves.
+ */
+void lb_writeback_disk(int id);
+
+/* The result of a batch entry the handler has not answered yet. */
+#define LB_RESULT_PENDING INT32_MIN
 
 /*
  * user_copy.c: USER_COPY mode. lb_user_copy_in() reads the batch's WRITE
@@ -210,6 +259,7 @@ struct luablk_dev {
 	struct luablk_handler **handlers; /* one per queue */
 	struct lb_queue *queues;
 	unsigned int nr_queues;
+	unsigned int stuck_queues; /* left in a backend call by a close */
 	pthread_mutex_t lock; /* guards the fields below and start handshake */
 	pthread_cond_t cond;
 	struct lb_shared *shared;

@@ -64,6 +64,12 @@ enum {
 
 	/* luablk_dev_close() flags */
 	LUABLK_CLOSE_ASYNC = 1, /* DEL_DEV_ASYNC: do not wait for openers */
+	/*
+	 * While the close waits for a backend call that does not return, a
+	 * SIGINT or SIGTERM (blocked with luablk_signals_block) gives up on
+	 * that call's queue: see luablk_dev_close().
+	 */
+	LUABLK_CLOSE_GIVE_UP = 2,
 
 	/* Limits and defaults */
 	LUABLK_MAX_QUEUES = 4096,
@@ -235,12 +241,22 @@ int luablk_dev_recover(const struct luablk_config *cfg, int id,
 		       struct luablk_dev **out);
 
 /*
- * Tears the device down and frees it: stops the queue threads, closes their
- * rings and the char device, then STOP_DEV and DEL_DEV. DEL_DEV waits until
+ * Tears the device down and frees it. STOP_DEV goes first, while the queue
+ * threads still serve, so that the kernel's final writeback (what a
+ * mounted filesystem or the block device's page cache still holds)
+ * reaches the backend; then the queue threads exit, their rings and the
+ * char device are closed, and DEL_DEV runs. IO that applications send
+ * after STOP_DEV fails. The close waits for the backend to finish its
+ * calls: one that never returns blocks it, and after 5 s a line on stderr
+ * names the queue and the call. With LUABLK_CLOSE_GIVE_UP a signal then
+ * gives up on it: the queue's ring is released, the kernel fails the IO
+ * the call held, and the close goes on, but the thread stays inside the
+ * call, so its Lua state and the device's memory are never freed and the
+ * close returns -ETIMEDOUT; end the process soon after. DEL_DEV waits until
  * every fd on /dev/ublkbN is closed and it is unmounted; with
- * LUABLK_CLOSE_ASYNC it uses DEL_DEV_ASYNC (6.9+) and returns at once.
- * IO still arriving during teardown fails with EIO. Safe to call once from
- * any thread. Returns 0 or the first -errno met (the device is freed anyway).
+ * LUABLK_CLOSE_ASYNC it uses DEL_DEV_ASYNC (6.9+) and returns at once. Safe to
+ * call once from any thread. Returns 0 or the first -errno met (the device is
+ * freed anyway).
  */
 int luablk_dev_close(struct luablk_dev *dev, uint32_t flags);
 

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -170,7 +171,95 @@ static void fill(const struct lb_queue *q, struct luablk_io *io,
 	io->tag = (uint16_t)tag;
 	io->op = (uint8_t)(op_flags & 0xff);
 	io->flags = op_flags & ~0xffu;
-	io->result = -EIO; /* what the IO gets if the handler never sets it */
+	/* Until the handler answers; a close stuck on it can say which IO. */
+	io->result = LB_RESULT_PENDING;
+}
+
+/* What the kernel gets: an IO the handler never answered fails. */
+static int32_t settled(const struct luablk_io *io)
+{
+	return io->result == LB_RESULT_PENDING ? -EIO : io->result;
+}
+
+void lb_queue_drop_ring(struct lb_queue *q)
+{
+	struct io_uring *ring = q->ring;
+	bool no = false;
+
+	if (!ring ||
+	    !__atomic_compare_exchange_n(&q->ring_dropped, &no, true, false,
+					 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+		return;
+	lb_fork_guard_remove(ring->ring_fd);
+	io_uring_queue_exit(ring);
+}
+
+/*
+ * Runs one batch through the handler, marked busy for the watchdog.
+ * Returns false if a close gave up on this queue meanwhile: the batch is
+ * then never committed, and the ring (whose teardown fails its IO) is not
+ * touched again. The seq_cst pair below and the one in lb_queue_give_up()
+ * make sure that one of the two threads sees the other's store.
+ */
+static bool run_batch(struct lb_queue *q, unsigned int n)
+{
+	q->batch_n = n;
+	__atomic_store_n(&q->busy, ++q->batches, __ATOMIC_RELAXED);
+	luablk_handler_run(q->h, n);
+	__atomic_store_n(&q->busy, 0, __ATOMIC_SEQ_CST);
+	if (!__atomic_load_n(&q->abandoned, __ATOMIC_SEQ_CST))
+		return true;
+	lb_queue_drop_ring(q);
+	return false;
+}
+
+bool lb_queue_give_up(struct lb_queue *q)
+{
+	uint64_t busy = __atomic_load_n(&q->busy, __ATOMIC_SEQ_CST);
+
+	if (!busy)
+		return false;
+	__atomic_store_n(&q->abandoned, true, __ATOMIC_SEQ_CST);
+	/* Still in that call: the thread will not touch the ring again. */
+	if (__atomic_load_n(&q->busy, __ATOMIC_SEQ_CST) == busy)
+		lb_queue_drop_ring(q);
+	/* Otherwise it sees the flag after this batch or the next one. */
+	return true;
+}
+
+static const char *method_of(uint8_t op)
+{
+	switch (op) {
+	case LUABLK_OP_READ:
+		return "read_at";
+	case LUABLK_OP_WRITE:
+		return "write_at";
+	case LUABLK_OP_FLUSH:
+		return "flush";
+	case LUABLK_OP_DISCARD:
+		return "discard";
+	case LUABLK_OP_WRITE_ZEROES:
+		return "write_zeroes";
+	}
+	return "an unknown operation";
+}
+
+void lb_queue_describe(const struct lb_queue *q, char *buf, size_t len)
+{
+	const struct luablk_io *batch = q->h->batch;
+
+	/* Racy by design: the queue thread may be writing these fields. */
+	for (unsigned int i = 0; i < q->batch_n; i++) {
+		const struct luablk_io *io = &batch[i];
+
+		if (__atomic_load_n(&io->result, __ATOMIC_RELAXED) !=
+		    LB_RESULT_PENDING)
+			continue;
+		snprintf(buf, len, "%s (%u bytes at %.0f)", method_of(io->op),
+			 io->len, io->off);
+		return;
+	}
+	snprintf(buf, len, "a call");
 }
 
 /* Serves until asked to stop or until the kernel aborts every fetch. */
@@ -220,12 +309,13 @@ static bool serve(struct lb_queue *q, struct io_uring *ring)
 			/* USER_COPY moves the data around the backend's call.
 			 */
 			ready = lb_user_copy_in(q, n);
-			luablk_handler_run(h, ready);
+			if (!run_batch(q, ready))
+				return false;
 			lb_user_copy_out(q, ready);
 			for (unsigned int i = 0; i < n; i++)
 				queue_io_cmd(
 					q, ring, UBLK_IO_COMMIT_AND_FETCH_REQ,
-					h->batch[i].tag, h->batch[i].result);
+					h->batch[i].tag, settled(&h->batch[i]));
 		}
 		if (pause && !stop) {
 			/* Hand back this batch before the backend changes. */
@@ -327,20 +417,42 @@ int lb_queue_wait_started(struct lb_queue *q)
 	return ret;
 }
 
-void lb_queue_release(struct lb_queue *q)
+/* A thread a close gave up on may never come back from its backend. */
+static bool join(struct lb_queue *q)
 {
+	struct timespec deadline;
+
+	if (!__atomic_load_n(&q->abandoned, __ATOMIC_SEQ_CST))
+		return pthread_join(q->thread, NULL) == 0;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 1;
+	if (pthread_timedjoin_np(q->thread, NULL, &deadline) == 0)
+		return true;
+	pthread_detach(q->thread);
+	return false;
+}
+
+bool lb_queue_release(struct lb_queue *q)
+{
+	bool joined = true;
+
 	if (q->thread_started) {
-		pthread_join(q->thread, NULL);
 		q->thread_started = false;
+		joined = join(q);
 	}
-	if (q->ring) {
-		lb_fork_guard_remove(((struct io_uring *)q->ring)->ring_fd);
-		io_uring_queue_exit(q->ring);
-		free(q->ring);
-		q->ring = NULL;
-	}
+	/*
+	 * The ring and the mapping pin the char device, so both go even for
+	 * a thread still inside its backend: it touches neither again.
+	 */
+	lb_queue_drop_ring(q);
 	if (q->descs) {
 		munmap((void *)q->descs, q->descs_len);
 		q->descs = NULL;
 	}
+	/* That thread's Lua state and our memory stay in use. */
+	if (joined && q->ring) {
+		free(q->ring);
+		q->ring = NULL;
+	}
+	return joined;
 }

@@ -271,8 +271,10 @@ function M.serve(opts, create)
 			break
 		end
 	end
+	-- A close stuck on a backend call can be given up with a second
+	-- signal; the kernel then fails the IO that call held.
 	local ok
-	ok, err = dev:close()
+	ok, err = dev:close({ give_up = true })
 	if not ok then
 		return fail(err)
 	end

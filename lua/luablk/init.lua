@@ -318,14 +318,17 @@ function Device:reload(opts)
 	return true
 end
 
--- Tears the device down. opts.async uses DEL_DEV_ASYNC. Closing twice is a no-op.
+-- Tears the device down. opts.async uses DEL_DEV_ASYNC; opts.give_up lets
+-- a SIGINT or SIGTERM give up on a backend call that never returns (see
+-- luablk_dev_close). Closing twice is a no-op.
 function Device:close(opts)
 	if not self.ptr then
 		return true
 	end
 	local ptr = self.ptr
 	self.ptr = nil
-	local flags = (opts and opts.async) and C.LUABLK_CLOSE_ASYNC or 0
+	opts = opts or {}
+	local flags = bit.bor(opts.async and C.LUABLK_CLOSE_ASYNC or 0, opts.give_up and C.LUABLK_CLOSE_GIVE_UP or 0)
 	local rc = C.luablk_dev_close(ptr, flags)
 	if rc < 0 then
 		return failure(rc)

@@ -12,11 +12,16 @@ describe("closing a device", function()
 		local path = dev:path()
 		local pid = assert(luablk.fork())
 		if pid == 0 then
-			-- IO until the device goes away, then leave.
+			-- IO until the device goes away (an error, or the end of a
+			-- disk whose size is now 0), then leave.
 			local fd = posix.open(path, posix.O_RDWR + posix.O_DIRECT)
 			local buf = posix.aligned(65536)
 			local off = 0
-			while fd and posix.pread_once(fd, buf, 65536, off) do
+			while fd do
+				local n = posix.pread_once(fd, buf, 65536, off)
+				if not n or n == 0 then
+					break
+				end
 				off = (off + 65536) % (16 * 2 ^ 20)
 			end
 			luablk.exit(0)
