@@ -6,6 +6,17 @@ local M = {}
 
 M.SHIPPED = { "null", "mem", "file" }
 
+-- luablk's own module directory. A backend or filter given by name is
+-- looked up there only, never along package.path: a name that is not
+-- shipped must not find a file that someone left in a directory on the
+-- search path (or the working directory). Anything else is given by path.
+local LUA_DIR = debug.getinfo(1, "S").source:match("^@(.*)/luablk/[^/]+$") or "."
+
+-- The file of shipped module modname ("luablk.backends.mem"), or nil.
+function M.shipped(modname)
+	return package.searchpath(modname, LUA_DIR .. "/?.lua")
+end
+
 -- {"path=/x", "ro"} -> { path = "/x", "ro" }: key=value pairs by key,
 -- everything else by position.
 function M.parse_args(list)
@@ -36,7 +47,7 @@ function M.resolve(spec, fresh)
 		return chunk()
 	end
 	local name = "luablk.backends." .. spec
-	if not spec:match("^[%w_%-]+$") or not package.searchpath(name, package.path) then
+	if not spec:match("^[%w_%-]+$") or not M.shipped(name) then
 		error(
 			("unknown backend (shipped: %s, c-null, c-mem; or give a path to a .lua file)"):format(
 				table.concat(M.SHIPPED, ", ")

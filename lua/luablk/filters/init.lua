@@ -34,7 +34,7 @@ end
 -- The filter function for a name, or raises a clear error.
 function M.load(name)
 	local modname = "luablk.filters." .. name
-	if not name:match("^[%w_%-]+$") or name == "init" or not package.searchpath(modname, package.path) then
+	if not name:match("^[%w_%-]+$") or name == "init" or not backend.shipped(modname) then
 		error(("unknown filter '%s'"):format(name), 0)
 	end
 	return require(modname)

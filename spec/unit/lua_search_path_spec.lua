@@ -1,0 +1,127 @@
+-- Where the luablk binary takes Lua code from: never the working
+-- directory, and, when privileged, not from directories other users can
+-- write, whatever LUA_PATH, LUA_CPATH or LUABLK_LUA_DIR say.
+local BIN = os.getenv("PWD") .. "/" .. (os.getenv("LUABLK_BUILD") or "build") .. "/luablk"
+
+local function sh(cmd)
+	local f = assert(io.popen(cmd .. " 2>&1; echo \"exit=$?\""))
+	local out = f:read("*a")
+	f:close()
+	return tonumber(out:match("exit=(%d+)%s*$")), out:gsub("exit=%d+%s*$", "")
+end
+
+local function write(path, text)
+	local f = assert(io.open(path, "w"))
+	f:write(text)
+	f:close()
+end
+
+local exists = require("luablk.posix").exists
+
+-- Whether the spec may switch users and judge root's behaviour.
+local function root(why)
+	if io.popen("id -u"):read("*l") == "0" then
+		return true
+	end
+	pending("needs root " .. why)
+end
+
+-- A directory full of modules that leave a marker file when loaded.
+local function plant(dir, marker)
+	local code = ("io.open(%q, 'w'):write('loaded') return function() return {} end\n"):format(marker)
+	os.execute(("mkdir -p %s/luablk/backends %s/luablk/filters"):format(dir, dir))
+	for _, name in ipairs({ "cjson.lua", "luablk/backends/planted.lua", "luablk/filters/planted.lua" }) do
+		write(dir .. "/" .. name, code)
+	end
+end
+
+describe("the luablk binary's Lua search path", function()
+	local dir, marker, probe
+
+	before_each(function()
+		dir = os.tmpname()
+		os.remove(dir)
+		assert(os.execute("mkdir -m 0755 " .. dir) == 0)
+		marker = dir .. "/marker"
+		plant(dir, marker)
+		probe = dir .. "/probe.lua"
+		write(
+			probe,
+			"print('path=' .. package.path)\n" .. "print('cjson=' .. tostring(package.searchpath('cjson', package.path)))\n"
+		)
+	end)
+
+	after_each(function()
+		os.execute("rm -rf " .. dir)
+	end)
+
+	it("has no entries relative to the working directory", function()
+		local status, out = sh(("cd %s && %s run %s"):format(dir, BIN, probe))
+		assert.equal(0, status, out)
+		local path = out:match("path=([^\n]*)")
+		for entry in path:gmatch("[^;]+") do
+			assert.equal("/", entry:sub(1, 1), entry)
+		end
+		assert.matches("cjson=nil", out, 1, true)
+	end)
+
+	it("does not load a backend, a filter or cjson planted in the working directory", function()
+		local status, out = sh(("cd %s && %s add planted --size 1M"):format(dir, BIN))
+		assert.not_equal(0, status)
+		assert.matches("unknown backend", out, 1, true)
+		status, out = sh(("cd %s && %s add null --size 1M --filter planted"):format(dir, BIN))
+		assert.not_equal(0, status)
+		assert.matches("unknown filter 'planted'", out, 1, true)
+		sh(("cd %s && %s list --json"):format(dir, BIN))
+		assert.is_false(exists(marker))
+	end)
+
+	it("takes a backend by name only from its own directory, even along LUA_PATH", function()
+		local status, out = sh(("cd / && LUA_PATH='%s/?.lua;;' %s add planted --size 1M"):format(dir, BIN))
+		assert.not_equal(0, status)
+		assert.matches("unknown backend", out, 1, true)
+		assert.is_false(exists(marker))
+	end)
+
+	it("as root, ignores LUA_PATH and LUABLK_LUA_DIR entries that others can write, and says so", function()
+		if not root("to judge root's search path") then
+			return
+		end
+		os.execute("chmod 0777 " .. dir) -- writable by anyone, like /tmp
+		local status, out = sh(("cd / && LUA_PATH='%s/?.lua;;' %s run %s"):format(dir, BIN, probe))
+		assert.equal(0, status, out)
+		assert.matches("cjson=nil", out, 1, true)
+		assert.matches("ignoring LUA_PATH " .. dir, out, 1, true)
+		status, out = sh(("cd / && LUABLK_LUA_DIR=%s %s run %s"):format(dir, BIN, probe))
+		assert.equal(0, status, out)
+		assert.matches("ignoring LUABLK_LUA_DIR " .. dir, out, 1, true)
+		assert.is_false(exists(marker))
+	end)
+
+	it("as root, keeps LUA_PATH entries that only root can write", function()
+		if not root("to judge root's search path") then
+			return
+		end
+		local status, out = sh(("cd / && LUA_PATH='/usr/share/lua/5.1/?.lua' %s run %s"):format(BIN, probe))
+		assert.equal(0, status, out)
+		assert.matches("/usr/share/lua/5.1/?.lua", out, 1, true)
+		assert.not_matches("ignoring", out, 1, true)
+	end)
+
+	it("for a user who is not root, keeps that user's LUA_PATH", function()
+		if not root("to become another user") then
+			return
+		end
+		os.execute("chmod 0755 " .. dir .. " && chmod 0644 " .. probe)
+		local status, out = sh(
+			("cd / && setpriv --reuid=65534 --regid=65534 --clear-groups env LUA_PATH='%s/?.lua;;' %s run %s"):format(
+				dir,
+				BIN,
+				probe
+			)
+		)
+		assert.equal(0, status, out)
+		assert.matches("cjson=" .. dir .. "/cjson.lua", out, 1, true)
+		assert.not_matches("ignoring", out, 1, true)
+	end)
+end)
