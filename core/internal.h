@@ -101,11 +101,21 @@ struct lb_shared {
 	bool linked; /* the file has its name in /run/luablk/ID */
 };
 void lb_shared_free_all(struct lb_shared **list);
-/* Publishes every region under /run/luablk/ID/ (best effort). */
+/* Whether name is usable for a region: 1..63 bytes, no '/', not . or .. */
+bool lb_valid_region_name(const char *name);
+
+/*
+ * publish.c: the device's publish directory, root's LB_PUBLISH_ROOT/ID or
+ * $XDG_RUNTIME_DIR/luablk/ID for other users (see luablk_publish_dir).
+ */
+#define LB_PUBLISH_ROOT "/run/luablk"
+/* Creates the directory with the pid file and every region (best effort). */
 void lb_shared_publish(struct luablk_dev *dev);
-/* Removes /run/luablk/ID/ again. */
+/* Publishes one region created after lb_shared_publish(). */
+void lb_publish_region(struct luablk_dev *dev, struct lb_shared *s);
+/* Removes the directory again. */
 void lb_shared_unpublish(struct luablk_dev *dev);
-/* Removes /run/luablk/ID/ of a device that no server will clean up. */
+/* Removes the directory of a device that no server will clean up. */
 void lb_shared_remove(int id);
 
 /* The control device: a SQE128 ring on /dev/ublk-control. ctrl.c */

@@ -323,14 +323,28 @@ int luablk_dev_shared(struct luablk_dev *dev, const char *name, uint64_t size,
 
 /*
  * Maps region NAME of device ID, served by this or another process, read
- * and write. Release it with luablk_shared_unmap(). Returns 0, -ENOENT (no
- * such device or region) or -errno.
+ * and write. Release it with luablk_shared_unmap(). Only what the device's
+ * live server published is mapped (or, for a recoverable device, the
+ * region files in root's /run/luablk/ID), and only a file owned by the
+ * device's owner: a link planted in a publish directory is refused.
+ * Returns 0, -ENOENT (no such device or region), -EPERM or -ESTALE (an
+ * entry its server did not publish, or a dead server's) or -errno.
  */
 int luablk_shared_open(int id, const char *name, void **out,
 		       uint64_t *out_size);
 
 /* Unmaps a region mapped by luablk_shared_open(). */
 int luablk_shared_unmap(void *addr, uint64_t size);
+
+/*
+ * Writes into buf the directory where this process publishes device ID
+ * (its regions, its pid file and its reload requests): /run/luablk/ID for
+ * root, $XDG_RUNTIME_DIR/luablk/ID for other users. Returns 0 if that
+ * directory exists, is not a link, and belongs to this process's user and
+ * to nobody else (mode 0700 under a directory that others cannot write);
+ * -ENOENT otherwise, -ENAMETOOLONG if it does not fit.
+ */
+int luablk_publish_dir(int id, char *buf, size_t len);
 
 /*
  * Reads GET_DEV_INFO2 and GET_PARAMS for any device id on the machine

@@ -7,9 +7,8 @@
  * Regions are memfds, so that while the device runs they can be published
  * as /run/luablk/ID/NAME (a link to /proc/PID/fd/N): tools such as
  * `luablk stats ID` map a running device's counters and flags from another
- * process. The memory goes away with the serving process, however it ends.
- * A server that is not root cannot create /run/luablk; it publishes under
- * $XDG_RUNTIME_DIR/luablk instead (unprivileged devices).
+ * process (publish.c). The memory goes away with the serving process,
+ * however it ends.
  *
  * A recoverable device's regions must outlive a crash instead, so they are
  * files in the same directory (/run is a tmpfs): made unnamed with
@@ -19,7 +18,6 @@
  * under /run/luablk.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -32,58 +30,12 @@
 
 #include "internal.h"
 
-#define PUBLISH_ROOT "/run/luablk"
-
-/* The per-user publish directory, or "" if there is none. */
-static void user_root(char *buf, size_t len)
-{
-	const char *xdg = getenv("XDG_RUNTIME_DIR");
-
-	buf[0] = '\0';
-	if (xdg && xdg[0] == '/')
-		snprintf(buf, len, "%s/luablk", xdg);
-}
-
-/* Where this process publishes its devices' regions. */
-static void publish_root(char *buf, size_t len)
-{
-	user_root(buf, len);
-	if (geteuid() == 0 || !buf[0])
-		snprintf(buf, len, "%s", PUBLISH_ROOT);
-}
-
 static struct lb_shared *find(struct lb_shared *s, const char *name)
 {
 	for (; s; s = s->next)
 		if (!strcmp(s->name, name))
 			return s;
 	return NULL;
-}
-
-static void publish_one(struct luablk_dev *dev, struct lb_shared *s)
-{
-	char link[PATH_MAX], target[64], root[PATH_MAX - 128];
-	int ret;
-
-	if (s->linked)
-		return;
-	publish_root(root, sizeof(root));
-	snprintf(link, sizeof(link), "%s/%d/%s", root, dev->id, s->name);
-	unlink(link);
-	if (s->persistent) {
-		/* Gives the O_TMPFILE file its name (no capability needed). */
-		snprintf(target, sizeof(target), "/proc/self/fd/%d", s->fd);
-		ret = linkat(AT_FDCWD, target, AT_FDCWD, link,
-			     AT_SYMLINK_FOLLOW);
-		s->linked = ret == 0;
-	} else {
-		snprintf(target, sizeof(target), "/proc/%d/fd/%d", getpid(),
-			 s->fd);
-		ret = symlink(target, link);
-	}
-	if (ret < 0)
-		fprintf(stderr, "luablk: cannot publish %s: %s\n", link,
-			strerror(errno));
 }
 
 static bool recoverable(const struct luablk_dev *dev)
@@ -103,7 +55,7 @@ static int open_kept(const struct luablk_dev *dev, const char *name,
 	struct stat st;
 	int fd;
 
-	snprintf(path, sizeof(path), PUBLISH_ROOT "/%d/%s", dev->id, name);
+	snprintf(path, sizeof(path), LB_PUBLISH_ROOT "/%d/%s", dev->id, name);
 	/* O_NOFOLLOW: a link into a dead process's fds is not a region. */
 	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
@@ -123,14 +75,14 @@ static int open_kept(const struct luablk_dev *dev, const char *name,
 	return fd;
 }
 
-/* A new unnamed file under PUBLISH_ROOT, or -errno. */
+/* A new unnamed file under LB_PUBLISH_ROOT, or -errno. */
 static int new_persistent(void)
 {
 	int fd;
 
-	if (mkdir(PUBLISH_ROOT, 0755) < 0 && errno != EEXIST)
+	if (mkdir(LB_PUBLISH_ROOT, 0755) < 0 && errno != EEXIST)
 		return -errno;
-	fd = open(PUBLISH_ROOT, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	fd = open(LB_PUBLISH_ROOT, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	return fd < 0 ? -errno : fd;
 }
 
@@ -157,7 +109,7 @@ static int region_fd(struct luablk_dev *dev, struct lb_shared *s, uint64_t size)
 		}
 		fprintf(stderr,
 			"luablk: shared region '%s' will not survive a crash: "
-			"no file in " PUBLISH_ROOT ": %s\n",
+			"no file in " LB_PUBLISH_ROOT ": %s\n",
 			s->name, strerror(-fd));
 	}
 	/* memfds are never charged up front: a sparse 1 TiB disk is fine. */
@@ -204,12 +156,12 @@ static int create(struct luablk_dev *dev, const char *name, uint64_t size,
 	s->next = dev->shared;
 	dev->shared = s;
 	if (dev->published)
-		publish_one(dev, s);
+		lb_publish_region(dev, s);
 	*out = s;
 	return 0;
 }
 
-static bool valid_name(const char *name)
+bool lb_valid_region_name(const char *name)
 {
 	size_t n = name ? strlen(name) : 0;
 
@@ -223,7 +175,7 @@ int luablk_dev_shared(struct luablk_dev *dev, const char *name, uint64_t size,
 	struct lb_shared *s;
 	int ret = 0;
 
-	if (!valid_name(name))
+	if (!lb_valid_region_name(name))
 		return lb_fail(-EINVAL,
 			       "shared region names are 1..%d bytes "
 			       "without '/'",
@@ -247,99 +199,6 @@ int luablk_dev_shared(struct luablk_dev *dev, const char *name, uint64_t size,
 	if (out_size)
 		*out_size = s->size;
 	return 0;
-}
-
-/* Removes ROOT/ID and its links (ours, or left by a dead server). */
-static void remove_dir(int id)
-{
-	char path[PATH_MAX], root[PATH_MAX - 32];
-	struct dirent *e;
-	DIR *d;
-
-	publish_root(root, sizeof(root));
-	snprintf(path, sizeof(path), "%s/%d", root, id);
-	d = opendir(path);
-	if (!d)
-		return;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			unlinkat(dirfd(d), e->d_name, 0);
-	closedir(d);
-	rmdir(path);
-}
-
-void lb_shared_remove(int id)
-{
-	remove_dir(id);
-}
-
-void lb_shared_publish(struct luablk_dev *dev)
-{
-	char path[PATH_MAX], root[PATH_MAX - 32];
-
-	publish_root(root, sizeof(root));
-	pthread_mutex_lock(&dev->lock);
-	/* What a dead server left is stale, unless we recover its device. */
-	if (!dev->recovering)
-		remove_dir(dev->id);
-	snprintf(path, sizeof(path), "%s/%d", root, dev->id);
-	if ((mkdir(root, 0755) == 0 || errno == EEXIST) &&
-	    (mkdir(path, 0700) == 0 || (dev->recovering && errno == EEXIST))) {
-		dev->published = true;
-		for (struct lb_shared *s = dev->shared; s; s = s->next)
-			publish_one(dev, s);
-	}
-	pthread_mutex_unlock(&dev->lock);
-}
-
-void lb_shared_unpublish(struct luablk_dev *dev)
-{
-	pthread_mutex_lock(&dev->lock);
-	if (dev->published)
-		remove_dir(dev->id);
-	dev->published = false;
-	pthread_mutex_unlock(&dev->lock);
-}
-
-int luablk_shared_open(int id, const char *name, void **out, uint64_t *out_size)
-{
-	char path[PATH_MAX], root[PATH_MAX - 128];
-	struct stat st;
-	void *p;
-	int fd;
-
-	if (!valid_name(name))
-		return lb_fail(-EINVAL, "bad shared region name");
-	snprintf(path, sizeof(path), PUBLISH_ROOT "/%d/%s", id, name);
-	fd = open(path, O_RDWR | O_CLOEXEC);
-	user_root(root, sizeof(root));
-	if (fd < 0 && root[0]) {
-		snprintf(path, sizeof(path), "%s/%d/%s", root, id, name);
-		fd = open(path, O_RDWR | O_CLOEXEC);
-	}
-	if (fd < 0)
-		return lb_fail(-errno,
-			       "device %d has no shared region '%s' "
-			       "(%s)",
-			       id, name, strerror(errno));
-	if (fstat(fd, &st) < 0 || st.st_size <= 0) {
-		close(fd);
-		return lb_fail(-EINVAL, "%s: not a shared region", path);
-	}
-	p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED,
-		 fd, 0);
-	close(fd);
-	if (p == MAP_FAILED)
-		return lb_fail(-errno, "mmap %s: %s", path, strerror(errno));
-	*out = p;
-	if (out_size)
-		*out_size = (uint64_t)st.st_size;
-	return 0;
-}
-
-int luablk_shared_unmap(void *addr, uint64_t size)
-{
-	return munmap(addr, size) < 0 ? -errno : 0;
 }
 
 void lb_shared_free_all(struct lb_shared **list)

@@ -468,6 +468,17 @@ function M.shared_open(id, name)
 	return ffi.cast("uint8_t *", p[0]), tonumber(sz[0])
 end
 
+-- The directory where this process publishes device id, or nil, message
+-- when it does not exist or is not this user's alone (core/publish.c).
+function M.publish_dir(id)
+	local buf = ffi.new("char[4096]")
+	local rc = C.luablk_publish_dir(id, buf, 4096)
+	if rc < 0 then
+		return nil, ("no publish directory for device %d (%s)"):format(id, ffi.string(buf))
+	end
+	return ffi.string(buf)
+end
+
 function M.unmap(ptr, size)
 	C.luablk_shared_unmap(ptr, size)
 end

@@ -205,4 +205,39 @@ function M.lchown(path, uid, gid)
 	return true
 end
 
+ffi.cdef([[
+char *realpath(const char *path, char *resolved);
+unsigned int geteuid(void);
+]])
+M.O_NOFOLLOW = 131072
+
+-- The absolute, link-free path of an existing file, or nil, error.
+function M.realpath(path)
+	local buf = ffi.new("char[4096]")
+	if C.realpath(path, buf) == nil then
+		return M.fail(path)
+	end
+	return ffi.string(buf)
+end
+
+-- Creates path (which must not exist, not even as a dangling link) with
+-- mode 0600 and writes text into it. Returns true or nil, error.
+function M.write_new(path, text)
+	local fd, err = M.open(path, bit.bor(M.O_WRONLY, M.O_CREAT, M.O_EXCL, M.O_NOFOLLOW), 384)
+	if not fd then
+		return nil, err
+	end
+	local n = C.write(fd, text, #text)
+	C.close(fd)
+	if n ~= #text then
+		os.remove(path)
+		return M.fail("write " .. path)
+	end
+	return true
+end
+
+function M.geteuid()
+	return tonumber(C.geteuid())
+end
+
 return M

@@ -1,8 +1,10 @@
 -- Reload requests from other processes. `luablk reload ID` leaves a
--- request file in the device's publish directory and sends SIGHUP
--- to the serving process; that process (cli.lua's add loop) reloads and
--- answers in a result file next to it. A bare SIGHUP, with no request
--- waiting, reloads the current backend from disk.
+-- request file in the device's publish directory (core/publish.c) and
+-- sends SIGHUP to the serving process; that process (cli.lua's add loop)
+-- reloads and answers in a result file next to it, with the request's
+-- nonce. A bare SIGHUP, with no request waiting, reloads the current
+-- backend from disk. Client and server are the same user: the directory
+-- is that user's alone, and nobody writes into another user's.
 local ffi = require("ffi")
 local cjson = require("cjson")
 local posix = require("luablk.posix")
@@ -11,34 +13,90 @@ local M = {}
 
 local SIGHUP = 1
 
--- The device's publish directory (core/shared.c): /run/luablk/ID, or
--- $XDG_RUNTIME_DIR/luablk/ID for a server that is not root.
-local function dir_of(id)
-	local dir = ("/run/luablk/%d"):format(id)
-	local xdg = os.getenv("XDG_RUNTIME_DIR")
-	if not posix.exists(dir) and xdg and xdg:sub(1, 1) == "/" then
-		local user = ("%s/luablk/%d"):format(xdg, id)
-		if posix.exists(user) then
-			return user
-		end
-	end
-	return dir
-end
-
--- Writes text to path all at once: a reader never sees half of it.
+-- Writes text to path all at once: a reader never sees half of it. The
+-- file is created new (never through a link), then renamed into place.
 local function put(path, text)
 	local tmp = path .. ".tmp"
-	local f, err = io.open(tmp, "w")
-	if not f then
+	os.remove(tmp)
+	local ok, err = posix.write_new(tmp, text)
+	if not ok then
 		return nil, err
 	end
-	f:write(text)
-	f:close()
 	return os.rename(tmp, path)
 end
 
 local function alive(pid)
 	return ffi.C.kill(pid, 0) == 0
+end
+
+-- 16 hex digits from the kernel's random pool: a request's answer must
+-- carry them, so an answer left over from an earlier client is ignored.
+local function nonce()
+	local f = assert(io.open("/dev/urandom", "rb"))
+	local bytes = f:read(8)
+	f:close()
+	return (bytes:gsub(".", function(c)
+		return ("%02x"):format(c:byte())
+	end))
+end
+
+-- The publish directory of the luablk server of device info, checked to
+-- be this user's own and to name the server the kernel reports; or nil,
+-- message. Requests are files there: never in another user's directory.
+local function server_dir(info)
+	local luablk = require("luablk")
+	local id = info.id
+	if info.pid <= 0 or info.state ~= "live" or not alive(info.pid) then
+		return nil, ("device %d has no server running"):format(id)
+	end
+	if info.owner_uid ~= posix.geteuid() then
+		return nil,
+			("device %d belongs to user %d: reload it as that user (e.g. runuser -u USER -- luablk reload %d)"):format(
+				id,
+				info.owner_uid,
+				id
+			)
+	end
+	local dir = luablk.publish_dir(id)
+	local pid = dir and tonumber(posix.read_file(dir .. "/pid") or "")
+	if pid ~= info.pid then
+		return nil, ("device %d is not served by luablk (process %d serves it)"):format(id, info.pid)
+	end
+	return dir
+end
+
+-- A backend path is resolved here, in the client's directory, not in the
+-- server's; a name (or nil, the current backend) is passed on as it is.
+local function resolve(spec)
+	if not (spec and (spec:find("/", 1, true) or spec:match("%.lua$"))) then
+		return true, spec
+	end
+	local path, err = posix.realpath(spec)
+	if not path then
+		return nil, ("backend %s: %s"):format(spec, (tostring(err):gsub("^E%u+: [^:]*: ", "")))
+	end
+	return true, path
+end
+
+-- Waits for the answer at path that carries tag; the table, or nil if
+-- none came by deadline or the server exited (then also a message).
+local function answer(path, tag, info, deadline)
+	local luablk = require("luablk")
+	while luablk.now() < deadline do
+		local text = posix.read_file(path)
+		if text then
+			os.remove(path)
+			local okj, res = pcall(cjson.decode, text)
+			if okj and type(res) == "table" and res.nonce == tag then
+				return res
+			end
+		end
+		if not alive(info.pid) then
+			return nil, ("server %d of device %d exited before answering"):format(info.pid, info.id)
+		end
+		luablk.sleep(0.02)
+	end
+	return nil
 end
 
 -- Asks the process serving device id to reload. spec: a backend name or
@@ -51,20 +109,22 @@ function M.request(id, spec, args, timeout_s)
 	if not info then
 		return nil, err
 	end
-	local dir = dir_of(id)
-	if info.pid <= 0 or not alive(info.pid) then
-		return nil, ("device %d has no server running"):format(id)
+	local dir, ok, backend
+	dir, err = server_dir(info)
+	if not dir then
+		return nil, err
 	end
-	if not posix.exists(dir) then
-		return nil, ("device %d is not served by luablk (no %s)"):format(id, dir)
+	ok, backend = resolve(spec)
+	if not ok then
+		return nil, backend
 	end
-	local base = ("%s/reload-%d"):format(dir, ffi.C.getpid())
-	local request = { backend = spec }
+	local tag = nonce()
+	local base = ("%s/reload-%d-%s"):format(dir, ffi.C.getpid(), tag)
+	local request = { backend = backend, nonce = tag }
 	if args then
 		request.args = #args > 0 and args or nil
 		request.keep_args = false
 	end
-	local ok
 	ok, err = put(base .. ".req", cjson.encode(request))
 	if not ok then
 		return nil, ("cannot write the request: %s"):format(err)
@@ -73,42 +133,30 @@ function M.request(id, spec, args, timeout_s)
 		os.remove(base .. ".req")
 		return nil, ("cannot signal server %d of device %d"):format(info.pid, id)
 	end
-	local deadline = luablk.now() + (timeout_s or 60)
-	while luablk.now() < deadline do
-		local text = posix.read_file(base .. ".res")
-		if text then
-			os.remove(base .. ".res")
-			local okj, res = pcall(cjson.decode, text)
-			if not okj or type(res) ~= "table" then
-				return nil, "unreadable answer from the server"
-			end
-			if res.ok then
-				return true
-			end
-			return nil, tostring(res.error)
-		end
-		if not alive(info.pid) then
-			return nil, ("server %d of device %d exited before answering"):format(info.pid, id)
-		end
-		luablk.sleep(0.02)
+	local res
+	res, err = answer(base .. ".res", tag, info, luablk.now() + (timeout_s or 60))
+	if res then
+		return res.ok == true or nil, not res.ok and tostring(res.error) or nil
 	end
 	os.remove(base .. ".req")
-	return nil, ("no answer from server %d of device %d within %d s"):format(info.pid, id, timeout_s or 60)
+	return nil, err or ("no answer from server %d of device %d within %d s"):format(info.pid, id, timeout_s or 60)
 end
 
--- The requests waiting for device id, oldest first by name; each is
--- { path, reply, backend, args } with args nil to keep the current ones.
+-- The requests waiting for device id in this process's own publish
+-- directory, oldest first by name; each is { reply, nonce, backend, args }
+-- with args nil to keep the current ones.
 local function pending(id)
-	local dir = dir_of(id)
+	local dir = require("luablk").publish_dir(id)
 	local out = {}
-	for _, name in ipairs(posix.list_dir(dir) or {}) do
-		local base = name:match("^(reload%-%d+)%.req$")
+	for _, name in ipairs(dir and posix.list_dir(dir) or {}) do
+		local base = name:match("^(reload%-%d+%-%x+)%.req$")
 		if base then
 			local text = posix.read_file(dir .. "/" .. name)
 			os.remove(dir .. "/" .. name)
 			local ok, req = pcall(cjson.decode, text or "")
 			local r = { reply = dir .. "/" .. base .. ".res" }
 			if ok and type(req) == "table" then
+				r.nonce = type(req.nonce) == "string" and req.nonce or nil
 				r.backend = type(req.backend) == "string" and req.backend or nil
 				if req.keep_args == false then
 					r.args = type(req.args) == "table" and req.args or {}
@@ -143,7 +191,7 @@ function M.serve(dev, log)
 			log(("reload failed, the old backend serves on: %s"):format(err))
 		end
 		if r.reply then
-			put(r.reply, cjson.encode({ ok = ok == true, error = err }))
+			put(r.reply, cjson.encode({ ok = ok == true, error = err, nonce = r.nonce }))
 		end
 	end
 end

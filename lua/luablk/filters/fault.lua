@@ -59,6 +59,9 @@ local W_MAGIC, W_CAPACITY, W_MATCHED, W_FAILED = 0, 1, 2, 3
 -- Region names: one control region per device holds the flag that every
 -- fault filter of the device obeys; each instance has its own log.
 M.CTL = "fault.ctl"
+-- Control region words: the flag, then a magic that tells the region from
+-- any other file before another process writes into it.
+local CTL_SIZE, CTL_FLAG, CTL_MAGIC, CTL_MAGIC_VALUE = 64, 0, 1, 0x6661756c74637463 -- "faultctc"
 
 function M.region_name(name)
 	if name == nil or name == "" then
@@ -198,10 +201,7 @@ function M.region(target, name)
 	if type(target) == "number" then
 		local p, size = lb.shared_open(target, name)
 		if not p then
-			if not require("luablk.posix").exists("/run/luablk/" .. target) then
-				return nil, ("device %d is not served by luablk"):format(target)
-			end
-			return nil, ("no shared region '%s'"):format(name)
+			return nil, (tostring(size):gsub("^E%u+: ", ""))
 		end
 		return p, size, function()
 			lb.unmap(p, size)
@@ -212,7 +212,9 @@ function M.region(target, name)
 		if not ok or not p then
 			return nil, ("no shared region '%s'"):format(name)
 		end
-		return p, size, function() end
+		-- A backend's dev does not tell the size; its own region needs no
+		-- checking against it.
+		return p, size or math.huge, function() end
 	end
 	error("expected a luablk device, a backend's dev, or a device id", 3)
 end
@@ -271,7 +273,8 @@ local function shared_state(dev, cfg)
 	local words = ffi.cast("uint64_t *", region)
 	words[W_MAGIC] = MAGIC
 	words[W_CAPACITY] = cfg.log
-	local flag = ffi.cast("uint64_t *", dev:shared(M.CTL, 64))
+	local flag = ffi.cast("uint64_t *", dev:shared(M.CTL, CTL_SIZE))
+	flag[CTL_MAGIC] = CTL_MAGIC_VALUE
 	return words, ffi.cast("struct luablk_fault_record *", region + HEADER), flag
 end
 
@@ -362,35 +365,56 @@ setmetatable(M, {
 ------------------------------------------------------------------------
 -- Control, from a harness or another process.
 
+-- The device's control words and a release function, or nil, message.
+local function control(target)
+	local p, size, release = M.region(target, M.CTL)
+	if not p then
+		return nil, M.missing("fault filter", size)
+	end
+	local words = ffi.cast("uint64_t *", p)
+	if size < CTL_SIZE or words[CTL_MAGIC] ~= CTL_MAGIC_VALUE then
+		release()
+		return nil, "region " .. M.CTL .. " is not a fault control region"
+	end
+	return words, release
+end
+
 -- Turns the device's fault flag on or off. Returns true or nil, message.
 function M.set(target, on)
-	local p, size_or_err, release = M.region(target, M.CTL)
-	if not p then
-		return nil, M.missing("fault filter", size_or_err)
+	local words, release = control(target)
+	if not words then
+		return nil, release
 	end
-	C.luablk_atomic_store(ffi.cast("uint64_t *", p), on and 1 or 0)
+	C.luablk_atomic_store(words + CTL_FLAG, on and 1 or 0)
 	release()
 	return true
 end
 
 -- Whether the device's fault flag is on; nil, message without a filter.
 function M.get(target)
-	local p, err, release = M.region(target, M.CTL)
-	if not p then
-		return nil, M.missing("fault filter", err)
+	local words, release = control(target)
+	if not words then
+		return nil, release
 	end
-	local on = C.luablk_atomic_load(ffi.cast("uint64_t *", p)) ~= 0ULL
+	local on = C.luablk_atomic_load(words + CTL_FLAG) ~= 0ULL
 	release()
 	return on
 end
 
 local function instance(target, name)
-	local p, err, release = M.region(target, M.region_name(name))
+	local p, size, release = M.region(target, M.region_name(name))
 	if not p then
-		return nil, M.missing(name and ("fault filter named " .. name) or "fault filter", err)
+		return nil, M.missing(name and ("fault filter named " .. name) or "fault filter", size)
 	end
 	local words = ffi.cast("uint64_t *", p)
-	if words[W_MAGIC] ~= MAGIC then
+	-- Another process's region: its header must agree with its size.
+	local capacity = size >= HEADER and tonumber(words[W_CAPACITY]) or 0
+	if
+		size < HEADER
+		or words[W_MAGIC] ~= MAGIC
+		or capacity < 1
+		or HEADER + capacity * ffi.sizeof("struct luablk_fault_record") > size
+	then
 		release()
 		return nil, "region " .. M.region_name(name) .. " is not a fault log"
 	end

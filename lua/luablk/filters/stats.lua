@@ -155,16 +155,17 @@ setmetatable(M, {
 -- Totals over every queue: { queues, uptime_s, ops = { read = { count,
 -- bytes, errors, lat_ns, hist = {...} }, ... } }, or nil, message.
 function M.read(target, name)
-	local p, err, release = fault.region(target, M.region_name(name))
+	local p, size, release = fault.region(target, M.region_name(name))
 	if not p then
-		return nil, fault.missing("stats filter", err)
+		return nil, fault.missing("stats filter", size)
 	end
 	local hdr = ffi.cast("struct luablk_stats_header *", p)
-	if hdr.magic ~= MAGIC or hdr.version ~= VERSION then
+	-- Another process's region: its header must agree with its size.
+	local queues = size >= HEADER and tonumber(hdr.queues) or 0
+	if hdr.magic ~= MAGIC or hdr.version ~= VERSION or queues < 1 or size_for(queues) > size then
 		release()
 		return nil, "region " .. M.region_name(name) .. " is not a stats region of this version"
 	end
-	local queues = tonumber(hdr.queues)
 	local out = {
 		queues = queues,
 		uptime_s = (tonumber(C.luablk_now_ns()) - tonumber(hdr.start_ns)) / 1e9,
