@@ -15,7 +15,7 @@
  * O_TMPFILE while the id is unknown, linked in once the device runs, found
  * again by the server that recovers the device, and removed with the
  * device. Only root's devices are recoverable, so those always live
- * under /run/luablk.
+ * under /run/luablk. They are reserved in full when created.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -118,6 +118,20 @@ static int region_fd(struct luablk_dev *dev, struct lb_shared *s, uint64_t size)
 	return fd < 0 ? -errno : fd;
 }
 
+/*
+ * Gives a new region its size. A file on the /run tmpfs is reserved in
+ * full: a sparse one would fault with SIGBUS, killing the server, the
+ * first time a write finds the tmpfs full. A memfd stays sparse.
+ */
+static int size_region(struct lb_shared *s, uint64_t size)
+{
+	if (ftruncate(s->fd, (off_t)size) < 0)
+		return -errno;
+	if (s->persistent && fallocate(s->fd, 0, 0, (off_t)size) < 0)
+		return -errno;
+	return 0;
+}
+
 static int create(struct luablk_dev *dev, const char *name, uint64_t size,
 		  struct lb_shared **out)
 {
@@ -132,13 +146,18 @@ static int create(struct luablk_dev *dev, const char *name, uint64_t size,
 		free(s);
 		return -EEXIST;
 	}
-	ret = s->fd;
-	if (s->fd >= 0 && !s->linked && ftruncate(s->fd, (off_t)size) < 0) {
-		ret = -errno;
-		close(s->fd);
-	}
+	ret = s->fd >= 0 && !s->linked ? size_region(s, size) : s->fd;
 	if (ret < 0) {
+		if (s->fd >= 0)
+			close(s->fd);
 		free(s);
+		if (ret == -ENOSPC)
+			return lb_fail(
+				ret,
+				"shared region '%s' (%llu bytes) does not "
+				"fit in " LB_PUBLISH_ROOT
+				" (a tmpfs; see df " LB_PUBLISH_ROOT ")",
+				name, (unsigned long long)size);
 		return lb_fail(ret, "shared region '%s' (%llu bytes): %s", name,
 			       (unsigned long long)size, strerror(-ret));
 	}

@@ -217,6 +217,35 @@ describe("a recoverable device", function()
 	end
 end)
 
+describe("a recoverable device's regions on the /run tmpfs", function()
+	local function devices()
+		local n = 0
+		for _, name in ipairs(posix.list_dir("/dev")) do
+			n = n + (name:match("^ublkb%d+$") and 1 or 0)
+		end
+		return n
+	end
+
+	it("are reserved up front: one that does not fit is refused with one line, and no device stays", function()
+		u.sh({ "mkdir", "-p", "/run/luablk" })
+		u.sh({ "mount", "-t", "tmpfs", "-o", "size=8M,mode=0755", "luablk-small", "/run/luablk" })
+		local ok, err = pcall(function()
+			local before = devices()
+			local status, _, stderr = u.run({ bin, "add", "mem", "--size", "64M", "--recoverable" })
+			assert.not_equal(0, status)
+			assert.equal(1, select(2, stderr:gsub("\n", "")), stderr)
+			assert.matches("does not fit in /run/luablk", stderr, 1, true)
+			assert.equal(before, devices())
+			-- One that fits is served, and its memory is all there.
+			local pid, info = serve("add", { "mem", "--size", "4M", "--recoverable", "--json" })
+			write_pattern(info.path, u.pattern(LEN, 3), LEN)
+			stop(pid, info.path)
+		end)
+		u.sh({ "umount", "/run/luablk" })
+		assert(ok, err)
+	end)
+end)
+
 describe("a recoverable device's server", function()
 	it("still tears it down on SIGTERM under IO: the IO fails and the device goes", function()
 		local t = tracked()
