@@ -2,6 +2,7 @@
 /* Device configuration: defaults and validation, with no kernel involved. */
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -32,6 +33,23 @@ static int check_params(const struct luablk_config *cfg)
 	return ret;
 }
 
+/*
+ * The kernel rounds max_io down to a page and refuses less than a page;
+ * an IO buffer slot is also addressed with 25 bits in USER_COPY mode, so
+ * 32 MiB is the ceiling.
+ */
+static int check_max_io(uint32_t max_io)
+{
+	uint32_t page = (uint32_t)sysconf(_SC_PAGESIZE);
+
+	if (max_io < page || max_io % page || max_io > (1U << UBLK_IO_BUF_BITS))
+		return lb_fail(-EINVAL,
+			       "max IO size must be a multiple of the %u-byte "
+			       "page from %u to 32 MiB, not %u",
+			       page, page, max_io);
+	return 0;
+}
+
 int luablk_config_check(const struct luablk_config *cfg)
 {
 	if (cfg->queues < 1 || cfg->queues > LUABLK_MAX_QUEUES)
@@ -40,17 +58,15 @@ int luablk_config_check(const struct luablk_config *cfg)
 	if (cfg->depth < 1 || cfg->depth > LUABLK_MAX_DEPTH)
 		return lb_fail(-EINVAL, "depth must be 1..%d, not %u",
 			       LUABLK_MAX_DEPTH, cfg->depth);
-	/*
-	 * The kernel rounds max_io down to a page and refuses less than a
-	 * page; an IO buffer slot is also addressed with 25 bits in
-	 * USER_COPY mode, so 32 MiB is the ceiling.
-	 */
-	if (cfg->max_io < 4096 || cfg->max_io % 4096 ||
-	    cfg->max_io > (1U << UBLK_IO_BUF_BITS))
-		return lb_fail(-EINVAL,
-			       "max IO size must be a multiple of 4096 from "
-			       "4096 to 32 MiB, not %u",
-			       cfg->max_io);
+	if (check_max_io(cfg->max_io) < 0)
+		return -EINVAL;
+	/* The kernel accepts only one of the two (Linux 6.13 and later). */
+	if ((cfg->flags & LUABLK_F_REISSUE) && (cfg->flags & LUABLK_F_FAIL_IO))
+		return lb_fail(
+			-EINVAL,
+			"reissue and fail-io recovery exclude each other: "
+			"IO waiting for a new server is either reissued "
+			"or failed");
 	if (check_params(cfg) < 0)
 		return -EINVAL;
 	if (cfg->dev_id < -1)

@@ -22,6 +22,9 @@ struct lb_ctrl {
 	struct io_uring ring;
 	pthread_mutex_t lock; /* one command in flight at a time */
 	int64_t path_id; /* unprivileged device whose commands carry a path */
+	uint64_t seq; /* user_data of the last command sent */
+	uint64_t stale; /* CQEs seen that were no command's answer */
+	int broken; /* the error that made the ring unsafe to use, or 0 */
 };
 
 /*
@@ -102,13 +105,44 @@ static uint32_t encoded_op(unsigned int nr)
 	return is_read_only_cmd(nr) ? UBLK_U_CTRL_R(nr) : UBLK_U_CTRL_RW(nr);
 }
 
-static int submit_one(struct lb_ctrl *c, uint32_t op,
-		      const struct ublksrv_ctrl_cmd *cmd)
+/*
+ * Waits for the CQE tagged tag and stores its result in *res. A signal
+ * only interrupts the wait: the command goes on in the kernel (may-sleep
+ * commands run in io-wq) and may still write its payload, so returning
+ * before its CQE would hand a later command this one's answer and free a
+ * buffer the kernel still fills. A CQE with another tag cannot be ours
+ * and is dropped (none should exist: every command is waited for).
+ */
+static int wait_for(struct lb_ctrl *c, uint64_t tag, int *res)
 {
-	struct io_uring_sqe *sqe;
 	struct io_uring_cqe *cqe;
+	uint64_t data;
 	int ret;
 
+	for (;;) {
+		ret = io_uring_wait_cqe(&c->ring, &cqe);
+		if (ret == -EINTR)
+			continue;
+		if (ret < 0)
+			return ret;
+		data = io_uring_cqe_get_data64(cqe);
+		*res = cqe->res;
+		io_uring_cqe_seen(&c->ring, cqe);
+		if (data == tag)
+			return 0;
+		c->stale++;
+	}
+}
+
+static int submit_once(struct lb_ctrl *c, uint32_t op,
+		       const struct ublksrv_ctrl_cmd *cmd)
+{
+	struct io_uring_sqe *sqe;
+	uint64_t tag;
+	int ret, res;
+
+	if (c->broken)
+		return c->broken;
 	sqe = io_uring_get_sqe(&c->ring);
 	if (!sqe)
 		return -EBUSY;
@@ -117,14 +151,42 @@ static int submit_one(struct lb_ctrl *c, uint32_t op,
 	sqe->fd = c->fd;
 	sqe->cmd_op = op;
 	memcpy(sqe->cmd, cmd, sizeof(*cmd));
-	ret = io_uring_submit_and_wait(&c->ring, 1);
-	if (ret < 0)
-		return ret;
-	ret = io_uring_wait_cqe(&c->ring, &cqe);
-	if (ret < 0)
-		return ret;
-	ret = cqe->res;
-	io_uring_cqe_seen(&c->ring, cqe);
+	tag = ++c->seq;
+	io_uring_sqe_set_data64(sqe, tag);
+	do
+		ret = io_uring_submit(&c->ring);
+	while (ret == -EINTR);
+	if (ret == 1)
+		ret = wait_for(c, tag, &res);
+	else if (ret >= 0)
+		ret = -EIO;
+	/*
+	 * Either the SQE is still in the ring, and the next submit would
+	 * send it with a payload that is gone by then, or the command runs
+	 * and nobody will see its end: no command may use this ring again.
+	 */
+	if (ret < 0) {
+		c->broken = ret;
+		return lb_fail(ret, "control ring: %s", strerror(-ret));
+	}
+	return res;
+}
+
+/*
+ * io-wq fails work it never started with -ECANCELED when it cannot start a
+ * worker thread, and a signal arriving while it creates one is enough (it
+ * gives up after a few tries). The command did not run: send it again.
+ */
+#define CANCELED_RETRIES 100
+
+static int submit_one(struct lb_ctrl *c, uint32_t op,
+		      const struct ublksrv_ctrl_cmd *cmd)
+{
+	int ret, tries = 0;
+
+	do
+		ret = submit_once(c, op, cmd);
+	while (ret == -ECANCELED && ++tries < CANCELED_RETRIES);
 	return ret;
 }
 

@@ -22,6 +22,12 @@ _Static_assert(LUABLK_ATTR_FUA == UBLK_ATTR_FUA, "attr bit");
 	 LUABLK_ATTR_WRITE_CACHE | LUABLK_ATTR_FUA)
 
 /*
+ * The largest shift SET_PARAMS takes for a size. The physical block and
+ * the minimum IO stay within max_io (32 MiB), so only io_opt can reach it.
+ */
+#define MAX_IO_OPT (1U << 28)
+
+/*
  * A given value wins. Otherwise the declared default, or the built-in one
  * when nothing is declared, raised to at least `least`: a default gives
  * way to the given values it depends on.
@@ -137,10 +143,10 @@ int lb_params_check(const struct luablk_params *p, uint32_t max_io)
 			       "the physical block size (%u) to the largest "
 			       "IO (%u), not %u",
 			       pbs, max_io, p->io_min);
-	if (!pow2_in(p->io_opt, p->io_min, LUABLK_MAX_DISCARD))
+	if (!pow2_in(p->io_opt, p->io_min, MAX_IO_OPT))
 		return lb_fail(-EINVAL,
 			       "optimal IO size must be a power of two from "
-			       "the minimum IO size (%u) to 1 GiB, not %u",
+			       "the minimum IO size (%u) to 256 MiB, not %u",
 			       p->io_min, p->io_opt);
 	if (p->max_discard && check_discard(p) < 0)
 		return -EINVAL;

@@ -198,6 +198,9 @@ function M.add_options(argv)
 			if not opts[it[2]] then
 				return nil, "--" .. it[1] .. ": " .. err
 			end
+			if opts[it[2]] >= 2 ^ 32 then
+				return nil, ("--%s: '%s' is too large"):format(it[1], o[it[1]])
+			end
 		end
 	end
 	return param_options(o, opts)

@@ -114,6 +114,16 @@ local function recovery_flags(opts)
 	return flags
 end
 
+-- opts[key], nil or a whole number within [lo, hi]: the C field would
+-- silently wrap a larger one (2^32 + 4096 becomes 4096).
+local function whole(opts, key, lo, hi)
+	local v = opts[key]
+	if v ~= nil and (type(v) ~= "number" or v < lo or v > hi or v % 1 ~= 0) then
+		error(("luablk.add: %s must be a whole number from %d to %d, not %s"):format(key, lo, hi, tostring(v)), 4)
+	end
+	return v
+end
+
 -- Fills a struct luablk_config from a table; returns the cdata and the
 -- Lua values that must stay alive while C holds pointers into them.
 local function make_config(opts)
@@ -128,10 +138,10 @@ local function make_config(opts)
 		error("luablk.add: size must be a whole number of bytes", 3)
 	end
 	cfg.size = size
-	cfg.queues = opts.queues or cfg.queues
-	cfg.depth = opts.depth or cfg.depth
-	cfg.max_io = opts.max_io or cfg.max_io
-	cfg.dev_id = opts.id or -1
+	cfg.queues = whole(opts, "queues", 0, 2 ^ 32 - 1) or cfg.queues
+	cfg.depth = whole(opts, "depth", 0, 2 ^ 32 - 1) or cfg.depth
+	cfg.max_io = whole(opts, "max_io", 0, 2 ^ 32 - 1) or cfg.max_io
+	cfg.dev_id = whole(opts, "id", 0, 2 ^ 31 - 1) or -1
 	local flag_opts = {
 		no_pin = C.LUABLK_F_NO_PIN,
 		unprivileged = C.LUABLK_F_UNPRIVILEGED,

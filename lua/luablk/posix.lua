@@ -37,13 +37,27 @@ struct luablk_dirent {
 DIR *opendir(const char *name);
 struct luablk_dirent *readdir(DIR *dir) __asm__("readdir64");
 int closedir(DIR *dir);
-int lchown(const char *path, unsigned int owner, unsigned int group);
+int fchownat(int dirfd, const char *path, unsigned int owner, unsigned int group, int flags);
+int chmod(const char *path, unsigned int mode);
+struct luablk_statx {
+	uint32_t mask, blksize;
+	uint64_t attributes;
+	uint32_t nlink, uid, gid;
+	uint16_t mode, spare0;
+	uint64_t ino, size, blocks, attributes_mask;
+	struct { int64_t sec; uint32_t nsec; int32_t reserved; } atime, btime, ctime, mtime;
+	uint32_t rdev_major, rdev_minor, dev_major, dev_minor;
+	uint64_t spare2[14];
+};
+int statx(int dirfd, const char *path, int flags, unsigned int mask, struct luablk_statx *buf);
 ]])
 
 local C = ffi.C
 local M = {
 	O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2, O_CREAT = 64, O_EXCL = 128,
-	O_TRUNC = 512, O_DIRECT = 16384, O_CLOEXEC = 524288,
+	O_TRUNC = 512, O_DIRECT = 16384, O_NOFOLLOW = 131072, O_CLOEXEC = 524288,
+	O_PATH = 2097152,
+	S_IFMT = 61440, S_IFCHR = 8192, S_IFBLK = 24576,
 	SEEK_END = 2,
 	FALLOC_FL_KEEP_SIZE = 1, FALLOC_FL_PUNCH_HOLE = 2,
 	FALLOC_FL_ZERO_RANGE = 16,
@@ -197,10 +211,37 @@ function M.exists(path)
 	return C.access(path, 0) == 0
 end
 
--- Changes the owner of path itself (a symlink is not followed).
-function M.lchown(path, uid, gid)
-	if C.lchown(path, uid, gid) < 0 then
-		return M.fail("chown " .. path)
+local AT_EMPTY_PATH = 4096
+
+-- What fd (any kind, O_PATH too) refers to: mode, uid, gid, rdev_major
+-- and rdev_minor. Or nil, error.
+function M.fstat(fd)
+	local st = ffi.new("struct luablk_statx")
+	if C.statx(fd, "", AT_EMPTY_PATH, 0xfff, st) < 0 then
+		return M.fail("statx")
+	end
+	return {
+		mode = st.mode,
+		uid = st.uid,
+		gid = st.gid,
+		rdev_major = st.rdev_major,
+		rdev_minor = st.rdev_minor,
+	}
+end
+
+-- Changes the owner of what fd refers to (an O_PATH fd too).
+function M.fchown(fd, uid, gid)
+	if C.fchownat(fd, "", uid, gid, AT_EMPTY_PATH) < 0 then
+		return M.fail("chown")
+	end
+	return true
+end
+
+-- Changes the permission bits of what fd refers to; fchmod refuses an
+-- O_PATH fd, its /proc/self/fd link does not.
+function M.fchmod(fd, mode)
+	if C.chmod("/proc/self/fd/" .. fd, mode) < 0 then
+		return M.fail("chmod")
 	end
 	return true
 end

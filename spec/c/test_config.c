@@ -2,6 +2,7 @@
 /* Configuration defaults and the checks that refuse bad devices. */
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "luablk.h"
@@ -78,6 +79,14 @@ static void io_opt_1m(struct luablk_config *c)
 	c->params.io_min = 4096;
 	c->params.io_opt = 1 << 20;
 }
+static void io_opt_512m(struct luablk_config *c)
+{
+	c->params.io_opt = 512 << 20;
+}
+static void io_opt_256m(struct luablk_config *c)
+{
+	c->params.io_opt = 256 << 20;
+}
 static void gran_odd(struct luablk_config *c)
 {
 	c->params.discard_granularity = 3000;
@@ -137,6 +146,18 @@ static void maxio_huge(struct luablk_config *c)
 {
 	c->max_io = 64 << 20;
 }
+static void maxio_page(struct luablk_config *c)
+{
+	c->max_io = (uint32_t)sysconf(_SC_PAGESIZE);
+}
+static void maxio_half_page(struct luablk_config *c)
+{
+	c->max_io = (uint32_t)sysconf(_SC_PAGESIZE) / 2;
+}
+static void reissue_fail_io(struct luablk_config *c)
+{
+	c->flags = LUABLK_F_RECOVERABLE | LUABLK_F_REISSUE | LUABLK_F_FAIL_IO;
+}
 static void no_backend(struct luablk_config *c)
 {
 	c->backend = NULL;
@@ -178,6 +199,9 @@ int main(void)
 	CHECK(check_with(io_opt_odd) == -EINVAL);
 	CHECK(strstr(luablk_last_error(), "optimal IO") != NULL);
 	CHECK(check_with(io_opt_1m) == 0);
+	CHECK(check_with(io_opt_256m) == 0);
+	CHECK(check_with(io_opt_512m) == -EINVAL);
+	CHECK(strstr(luablk_last_error(), "to 256 MiB") != NULL);
 	CHECK(check_with(gran_odd) == -EINVAL);
 	CHECK(strstr(luablk_last_error(), "discard granularity") != NULL);
 	CHECK(check_with(align_too_big) == -EINVAL);
@@ -195,6 +219,11 @@ int main(void)
 	CHECK(check_with(maxio_small) == -EINVAL);
 	CHECK(check_with(maxio_odd) == -EINVAL);
 	CHECK(check_with(maxio_huge) == -EINVAL);
+	CHECK(check_with(maxio_page) == 0);
+	CHECK(check_with(maxio_half_page) == -EINVAL);
+	CHECK(strstr(luablk_last_error(), "-byte page") != NULL);
+	CHECK(check_with(reissue_fail_io) == -EINVAL);
+	CHECK(strstr(luablk_last_error(), "exclude each other") != NULL);
 	CHECK(check_with(no_backend) == -EINVAL);
 	CHECK(check_with(bad_id) == -EINVAL);
 	CHECK(luablk_version() == LUABLK_ABI_VERSION);

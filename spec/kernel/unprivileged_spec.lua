@@ -113,9 +113,9 @@ describe("an unprivileged device", function()
 		assert.is_true(info.unprivileged)
 		assert.equal(65534, info.owner_uid)
 		assert.equal(65534, info.owner_gid)
-		-- the rule gave both nodes to the owner
-		assert.matches("^65534:65534 ", owner("/dev/ublkc" .. id))
-		assert.matches("^65534:65534 ", owner(info.path))
+		-- the rule gave both nodes to the owner, and to no one else
+		assert.equal("65534:65534 600", owner("/dev/ublkc" .. id))
+		assert.equal("65534:65534 600", owner(info.path))
 
 		-- IO through the block device, by the owner
 		local data = os.tmpname()
@@ -207,6 +207,60 @@ describe("an unprivileged device", function()
 		assert.are_not.equal(0, status)
 		u.sh(luablk_as(NOBODY, "del", tostring(id)))
 		assert.is_true(u.gone("/dev/ublkc" .. id))
+	end)
+end)
+
+describe("udev-owner", function()
+	local udev = require("luablk.udev")
+
+	-- udev-owner NODE of device id, where its first query answers for
+	-- nobody's device (pid serves it) and, before udev-owner goes on,
+	-- nobody's device is deleted and root's takes its id.
+	local function owner_after_reuse(kind)
+		local pid, line = start_add_as(NOBODY, { "null", "--size", "1M", "--unprivileged" })
+		local id = tonumber(line:match("(%d+)$"))
+		local node = ("/dev/ublk%s%d"):format(kind, id)
+		assert.matches("^65534:65534 ", owner(node))
+		local query, root_dev = luablk.query, nil
+		luablk.query = function(q)
+			if root_dev then
+				return query(q)
+			end
+			local info = query(q)
+			assert.equal(0, ffi.C.kill(pid, 15))
+			assert.equal(0, luablk.wait(pid))
+			assert.is_true(u.gone(node))
+			root_dev = u.add({ backend = "null", size = 2 ^ 20, id = id })
+			return info
+		end
+		local ok, res, msg = pcall(udev.owner, { node })
+		luablk.query = query
+		local got = root_dev and owner(node)
+		if root_dev then
+			root_dev:close()
+		end
+		assert(ok, res)
+		assert.is_true(res, msg)
+		return got
+	end
+
+	it("gives the owner alone access to the nodes", function()
+		local pid, line = start_add_as(NOBODY, { "null", "--size", "1M", "--unprivileged" })
+		local id = tonumber(line:match("(%d+)$"))
+		-- as udevd leaves them on a change event, for instance
+		for _, node in ipairs({ "/dev/ublkc" .. id, line }) do
+			u.sh({ "chown", "0:6", node })
+			u.sh({ "chmod", "0666", node })
+			u.sh({ bin, "udev-owner", node })
+			assert.equal("65534:65534 600", owner(node))
+		end
+		assert.equal(0, ffi.C.kill(pid, 15))
+		assert.equal(0, luablk.wait(pid))
+	end)
+
+	it("gives the nodes back to root when the device's id went to root's device meanwhile", function()
+		assert.equal("0:0 600", owner_after_reuse("c"))
+		assert.equal("0:0 600", owner_after_reuse("b"))
 	end)
 end)
 

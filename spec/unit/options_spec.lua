@@ -88,6 +88,12 @@ describe("cli.add_options", function()
 		assert.is_nil((cli.add_options({ "mem", "--size", "1G", "--depth", "5000" })))
 	end)
 
+	it("refuses a --max-io that does not fit in 32 bits", function()
+		local o, err = cli.add_options({ "mem", "--size", "1G", "--max-io", "4294971392" })
+		assert.is_nil(o)
+		assert.equal("--max-io: '4294971392' is too large", err)
+	end)
+
 	it("passes --unprivileged on", function()
 		assert.is_true(cli.add_options({ "mem", "--size", "1M", "--unprivileged" }).unprivileged)
 		assert.is_nil(cli.add_options({ "mem", "--size", "1M" }).unprivileged)
@@ -139,5 +145,47 @@ describe("luablk.recovery", function()
 		assert.equal("reissue", luablk.recovery(RECOVERY + REISSUE))
 		assert.equal("fail-io", luablk.recovery(RECOVERY + FAIL_IO))
 		assert.equal("fail-io,reissue", luablk.recovery(RECOVERY + REISSUE + FAIL_IO))
+	end)
+end)
+
+describe("luablk.add's counts", function()
+	local luablk = require("luablk")
+
+	it("refuse values their 32-bit fields would wrap", function()
+		for key, v in pairs({ max_io = 2 ^ 32 + 4096, queues = 2 ^ 32 + 1, depth = -1, id = 2 ^ 31 }) do
+			local ok, err = pcall(luablk.check, { backend = "mem", size = 2 ^ 20, [key] = v })
+			assert.is_false(ok, key)
+			assert.matches(key .. " must be a whole number", err)
+		end
+		assert.is_true(luablk.check({ backend = "mem", size = 2 ^ 20, max_io = 2 ^ 20, id = 2 ^ 20 }))
+	end)
+end)
+
+-- Runs build/luablk with args; returns its stderr lines and exit status.
+local function run_cli(args)
+	local p = io.popen("{ build/luablk " .. args .. " 2>&1 >/dev/null; echo \"exit $?\"; }")
+	local lines = {}
+	for line in p:lines() do
+		lines[#lines + 1] = line
+	end
+	p:close()
+	local status = tonumber(table.remove(lines):match("^exit (%d+)$"))
+	return lines, status
+end
+
+describe("luablk add", function()
+	it("refuses options the kernel would wrap or reject with one line, before any kernel call", function()
+		for args, want in pairs({
+			["--max-io 4294971392"] = "^luablk: %-%-max%-io: '4294971392' is too large$",
+			["--max-io 2048"] = "^luablk: max IO size must be a multiple of the %d+%-byte page",
+			["--reissue --fail-io"] = "^luablk: reissue and fail%-io recovery exclude each other",
+			["--io-opt 512M"] = "^luablk: optimal IO size .* to 256 MiB, not 536870912$",
+			["--queues 4294967297"] = "^luablk: %-%-queues must be between 1 and 4096",
+		}) do
+			local lines, status = run_cli("add mem --size 1M " .. args)
+			assert.equal(2, status, args)
+			assert.equal(1, #lines, args)
+			assert.matches(want, lines[1], nil, false, args)
+		end
 	end)
 end)

@@ -27,6 +27,39 @@ describe("udev-owner", function()
 	end)
 end)
 
+describe("udev-owner's decisions", function()
+	local errno = require("luablk.errno")
+
+	-- A query that answers `info` (or nil, message, e) and counts its calls.
+	local function fake(info, msg, e)
+		local q = { calls = 0 }
+		q.fn = function()
+			q.calls = q.calls + 1
+			return info, msg, e
+		end
+		return q
+	end
+
+	it("leave a deleted device and an ordinary one alone", function()
+		local q = fake(nil, "ENODEV: gone", errno.ENODEV)
+		assert.same({ true }, { udev.owner({ "ublkc4000000" }, q.fn) })
+		q = fake({ unprivileged = false })
+		assert.same({ true }, { udev.owner({ "ublkb4000000" }, q.fn) })
+		assert.equal(1, q.calls)
+	end)
+
+	it("report a query that fails otherwise, without its errno name", function()
+		local ok, err, code = udev.owner({ "ublkc4000000" }, fake(nil, "EACCES: permission denied", errno.EACCES).fn)
+		assert.same({ nil, "permission denied", 1 }, { ok, err, code })
+	end)
+
+	it("do nothing for a node that is gone", function()
+		local q = fake({ unprivileged = true, owner_uid = 65534, owner_gid = 65534 })
+		assert.same({ true }, { udev.owner({ "/dev/ublkc4000000" }, q.fn) })
+		assert.equal(1, q.calls)
+	end)
+end)
+
 describe("etc/97-ublk-device.rules", function()
 	local rules = emulator.parse(assert(posix.read_file("etc/97-ublk-device.rules")))
 
