@@ -71,6 +71,8 @@ static void free_device(struct luablk_dev *dev)
 		close(dev->event_fd);
 	if (dev->pause_fd >= 0)
 		close(dev->pause_fd);
+	if (dev->close_fd >= 0)
+		close(dev->close_fd);
 	pthread_mutex_destroy(&dev->reload_lock);
 	pthread_mutex_destroy(&dev->lock);
 	pthread_cond_destroy(&dev->cond);
@@ -129,7 +131,9 @@ int lb_dev_create(const struct luablk_config *cfg, int recover_id,
 	dev->stop_fd = eventfd(0, EFD_CLOEXEC);
 	dev->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	dev->pause_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (dev->stop_fd < 0 || dev->event_fd < 0 || dev->pause_fd < 0) {
+	dev->close_fd = eventfd(0, EFD_CLOEXEC);
+	if (dev->stop_fd < 0 || dev->event_fd < 0 || dev->pause_fd < 0 ||
+	    dev->close_fd < 0) {
 		ret = lb_fail(-errno, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
@@ -384,6 +388,15 @@ static int start_queues(struct luablk_dev *dev)
 	return ret;
 }
 
+void lb_dev_closing(struct luablk_dev *dev)
+{
+	uint64_t one = 1;
+
+	if (write(dev->close_fd, &one, sizeof(one)) < 0)
+		fprintf(stderr, "luablk: device %d: close eventfd: %s\n",
+			dev->id, strerror(errno));
+}
+
 /* True while every queue thread still serves (none left on its own). */
 static bool all_serving(struct luablk_dev *dev)
 {
@@ -412,6 +425,7 @@ static int stop_serving(struct luablk_dev *dev, uint32_t flags)
 	if ((f & UBLK_F_USER_RECOVERY) && !(f & UBLK_F_USER_RECOVERY_FAIL_IO))
 		lb_writeback_disk(dev->id);
 	w = lb_watchdog_start(dev, "closing", flags & LUABLK_CLOSE_GIVE_UP);
+	lb_dev_closing(dev);
 	ret = lb_ctrl_simple(dev->ctrl, UBLK_CMD_STOP_DEV, (uint32_t)dev->id,
 			     0);
 	lb_watchdog_stop(w);
@@ -620,6 +634,7 @@ int luablk_dev_info(const struct luablk_dev *dev, struct luablk_dev_info *info)
 	info->size = dev->cfg.size;
 	info->flags = dev->info.flags;
 	info->owner_uid = dev->info.owner_uid;
+	info->io_timeout_ms = dev->cfg.io_timeout_ms;
 	info->owner_gid = dev->info.owner_gid;
 	return 0;
 }

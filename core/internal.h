@@ -62,11 +62,35 @@ struct luablk_handler {
 	unsigned int depth;
 	uint32_t max_io;
 	struct luablk_io *batch; /* depth entries */
-	uint8_t *bufs; /* depth * max_io bytes, one max_io slot per tag */
+	/*
+	 * 2 * depth buffers of max_io bytes: one per tag to start with, and
+	 * as many spares for tags whose IO timed out while a wait could
+	 * still write into the buffer (luablk_handler_spare).
+	 */
+	uint8_t *bufs;
 	size_t bufs_len;
+	uint8_t **tag_buf; /* depth: the buffer each tag uses now */
+	uint8_t **spare; /* the free spares, nspare of them */
+	unsigned int nspare;
+	/* Async backends (aio.c): the turn and where waits are queued. */
+	struct luablk_turn turn;
+	void *ring; /* struct io_uring *: the queue's while it serves */
+	void *own_ring; /* kernel-free use (luablk_handler_poll) */
+	void *timers; /* a struct __kernel_timespec per slot (sleeps) */
 	const struct lb_handler_ops *ops;
 	void *priv; /* the ops' own state */
 };
+
+/*
+ * aio.c: user_data of a wait's SQE, and of SQEs whose completion nobody
+ * needs (cancels). IO commands carry their tag, far below both.
+ */
+#define LB_UD_AIO (1ULL << 32)
+#define LB_UD_IGNORE (2ULL << 32)
+/* Wait slots per handler: enough for several waits per IO in flight. */
+unsigned int lb_aio_slots(unsigned int depth);
+/* Frees the handler's own ring, if it made one. */
+void lb_aio_fini(struct luablk_handler *h);
 
 /*
  * params.c: block parameters. lb_params_resolve() merges the given values
@@ -247,6 +271,11 @@ void lb_writeback_disk(int id);
 bool lb_user_copy_on(const struct luablk_dev *dev);
 unsigned int lb_user_copy_in(struct lb_queue *q, unsigned int n);
 void lb_user_copy_out(struct lb_queue *q, unsigned int n);
+/*
+ * The same for a parked IO the backend finished later: returns the result
+ * to commit for tag (-EIO if its READ data could not be handed over).
+ */
+int32_t lb_user_copy_done(struct lb_queue *q, unsigned int tag, int32_t result);
 
 struct luablk_dev {
 	struct luablk_config cfg; /* strings below are our own copies */
@@ -262,6 +291,12 @@ struct luablk_dev {
 	int char_fd;
 	int stop_fd; /* eventfd: written once to make queue threads exit */
 	int pause_fd; /* eventfd: readable while a reload parks the queues */
+	/*
+	 * eventfd: written when a close begins, so that queues holding IOs
+	 * parked in an async backend start counting the close's deadline.
+	 */
+	int close_fd;
+	bool giving_up; /* the close gave up: parked IOs fail now */
 	int event_fd; /* eventfd: a queue thread stopped on its own */
 	bool added, started, closed;
 	bool recovering; /* made by luablk_dev_recover for an existing id */
@@ -284,6 +319,13 @@ struct luablk_dev {
 char **lb_strv_copy(const char *const *list, int n);
 void lb_strv_free(char **list);
 
+/*
+ * device.c: tells the queues that a close has begun: those holding IOs
+ * parked in an async backend give them the close's deadline, and see
+ * giving_up on every tick after that.
+ */
+void lb_dev_closing(struct luablk_dev *dev);
+
 /* device.c: called by a queue thread when it leaves its loop. */
 void lb_dev_queue_exited(struct luablk_dev *dev, bool on_its_own);
 /* device.c: what SET_PARAMS advertises (or would) for this device. */
@@ -294,6 +336,8 @@ void lb_dev_advertised(const struct luablk_dev *dev, struct lb_caps *out);
  * poll fired; returns when the reload is over (at once if there is none).
  */
 void lb_dev_park(struct luablk_dev *dev);
+/* Whether a reload still wants the queues parked. */
+bool lb_dev_pausing(struct luablk_dev *dev);
 
 /*
  * device.c: luablk_dev_create() for a new device (recover_id -1), or for

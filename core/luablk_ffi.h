@@ -11,7 +11,7 @@
 
 enum {
 	/* Bumped on any incompatible change to this file. */
-	LUABLK_ABI_VERSION = 2,
+	LUABLK_ABI_VERSION = 3,
 
 	/* IO operations, as in struct luablk_io.op (the ublk op numbers). */
 	LUABLK_OP_READ = 0,
@@ -79,6 +79,19 @@ enum {
 	LUABLK_MAX_SHARED_NAME = 64,
 	/* largest DISCARD and WRITE_ZEROES (struct luablk_io.len is 32-bit) */
 	LUABLK_MAX_DISCARD = 1073741824,
+
+	/*
+	 * struct luablk_io.result of an IO that an async backend goes on
+	 * serving after the batch call returns; it is finished later
+	 * through struct luablk_turn.done.
+	 */
+	LUABLK_RESULT_PARKED = -2147483647,
+	/* struct luablk_turn.flags: why a turn runs besides new work */
+	LUABLK_TURN_TICK = 1, /* a timer tick: deadlines may have passed */
+	LUABLK_TURN_CLOSING = 2, /* the device is being closed */
+	LUABLK_TURN_GIVE_UP = 4, /* the close gave up: fail every held IO */
+	/* luablk_aio_fsync() flags */
+	LUABLK_FSYNC_DATASYNC = 1,
 };
 
 /*
@@ -151,6 +164,13 @@ struct luablk_config {
 	 * turn those attributes on as attrs does.
 	 */
 	struct luablk_params params;
+	/*
+	 * Per-IO deadline for async backends, in ms (0: none). An IO still
+	 * held by the backend then completes with -ETIMEDOUT; what the
+	 * backend does later with it is ignored, and its buffer is never
+	 * written once the IO has completed.
+	 */
+	uint32_t io_timeout_ms;
 };
 
 /* A device as the kernel reports it (GET_DEV_INFO + GET_PARAMS). */
@@ -162,7 +182,7 @@ struct luablk_dev_info {
 	uint32_t depth;
 	uint32_t max_io;
 	uint32_t block_size; /* logical block size */
-	uint32_t reserved;
+	uint32_t io_timeout_ms; /* this process's own devices only, else 0 */
 	uint64_t size; /* bytes */
 	uint64_t flags; /* negotiated UBLK_F_* feature bits */
 	uint32_t owner_uid; /* who created it (UBLK_F_UNPRIVILEGED_DEV) */
@@ -398,6 +418,89 @@ void luablk_handler_run(struct luablk_handler *h, unsigned int n);
 
 /* Frees a handler made by luablk_handler_new(). */
 void luablk_handler_free(struct luablk_handler *h);
+
+/*
+ * Async backends. A backend that waits (for a file, a socket, a timer)
+ * parks the IO: the batch call leaves LUABLK_RESULT_PARKED in its result
+ * and the queue keeps the tag. Waits are SQEs on the queue's own ring,
+ * each with a slot number of the backend's choosing; their completions
+ * come back in the next turn's wake array, together with new IOs, in one
+ * call of the batch function, which reports the parked IOs it finished in
+ * done. A handler made by luablk_handler_new() uses a small ring of its
+ * own instead, driven by luablk_handler_poll().
+ */
+struct luablk_wake {
+	uint32_t slot; /* the slot the wait was submitted with */
+	int32_t res; /* its result: bytes, 0, revents, or -errno */
+};
+
+struct luablk_done {
+	uint16_t tag;
+	uint16_t reserved;
+	int32_t result; /* as struct luablk_io.result */
+};
+
+struct luablk_turn {
+	struct luablk_wake *wake; /* slots entries; nwake filled this turn */
+	struct luablk_done *done; /* depth entries; the backend fills ndone */
+	uint32_t nwake;
+	uint32_t ndone;
+	uint32_t parked; /* IOs parked now (kept by the core) */
+	uint32_t flags; /* LUABLK_TURN_* */
+	uint32_t slots; /* wait slots are 0..slots-1 */
+	uint32_t spares; /* spare buffers left (luablk_handler_spare) */
+};
+
+/* The handler's turn: where wakes arrive and finished IOs go. */
+struct luablk_turn *luablk_handler_turn(struct luablk_handler *h);
+
+/*
+ * Gives tag a spare buffer in place of the one it has, and returns the new
+ * one (NULL if no spare is left). The old buffer now belongs to whatever
+ * may still write into it (a wait that an IO timed out of); give it back
+ * with luablk_handler_return() once that is over.
+ */
+uint8_t *luablk_handler_spare(struct luablk_handler *h, unsigned int tag);
+void luablk_handler_return(struct luablk_handler *h, uint8_t *buf);
+
+/*
+ * Without a queue: submits the waits queued on the handler's own ring,
+ * waits up to timeout_ms (0: no wait) for at least one completion, and
+ * runs a turn with them (n = 0). Returns the number of wakes, or -errno.
+ */
+int luablk_handler_poll(struct luablk_handler *h, int timeout_ms);
+
+/*
+ * Waiting primitives: each queues one SQE, completed as a wake with its
+ * slot. Offsets are doubles, as in struct luablk_io. Return 0, or -errno
+ * (-EBUSY: the ring has no room this turn; try again in the next).
+ */
+int luablk_aio_read(struct luablk_handler *h, uint32_t slot, int fd, void *buf,
+		    uint32_t len, double off);
+int luablk_aio_write(struct luablk_handler *h, uint32_t slot, int fd,
+		     const void *buf, uint32_t len, double off,
+		     uint32_t rw_flags);
+/* flags: LUABLK_FSYNC_DATASYNC for fdatasync */
+int luablk_aio_fsync(struct luablk_handler *h, uint32_t slot, int fd,
+		     uint32_t flags);
+int luablk_aio_fallocate(struct luablk_handler *h, uint32_t slot, int fd,
+			 int mode, double off, double len);
+/* A timer: wakes with 0 after ns nanoseconds. */
+int luablk_aio_sleep(struct luablk_handler *h, uint32_t slot, uint64_t ns);
+/* Wakes with the revents of fd once one of events (POLLIN...) holds. */
+int luablk_aio_poll(struct luablk_handler *h, uint32_t slot, int fd,
+		    uint32_t events);
+int luablk_aio_connect(struct luablk_handler *h, uint32_t slot, int fd,
+		       const void *addr, uint32_t addrlen);
+int luablk_aio_send(struct luablk_handler *h, uint32_t slot, int fd,
+		    const void *buf, uint32_t len, int flags);
+int luablk_aio_recv(struct luablk_handler *h, uint32_t slot, int fd, void *buf,
+		    uint32_t len, int flags);
+/*
+ * Cancels the wait of slot (IORING_OP_ASYNC_CANCEL). Its wake still
+ * comes, with -ECANCELED unless it had finished first.
+ */
+int luablk_aio_cancel(struct luablk_handler *h, uint32_t slot);
 
 /*
  * Sets the directory holding the luablk Lua modules (the one containing

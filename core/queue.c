@@ -26,6 +26,9 @@
 
 #define STOP_TOKEN UINT64_MAX /* user_data of the stop-eventfd poll */
 #define PAUSE_TOKEN (UINT64_MAX - 1) /* the reload's pause-eventfd poll */
+#define CLOSE_TOKEN (UINT64_MAX - 2) /* the close-eventfd poll */
+/* How often a queue with parked IOs looks at deadlines (io_timeout). */
+#define TICK_MS 100
 
 static size_t page_round(size_t n)
 {
@@ -42,8 +45,8 @@ static uint32_t io_opcode(unsigned int nr)
 				       : UBLK_U_IO_COMMIT_AND_FETCH_REQ;
 }
 
-/* The queue's SQ has a slot per tag plus two polls, so this only
- * flushes if a caller queued more than that in one turn. */
+/* The queue's SQ has a slot per tag, per wait slot and per poll, so this
+ * only flushes if a caller queued more than that in one turn. */
 static struct io_uring_sqe *get_sqe(struct io_uring *ring)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
@@ -78,7 +81,7 @@ static void queue_io_cmd(struct lb_queue *q, struct io_uring *ring,
 static int ring_setup(struct lb_queue *q, struct io_uring *ring)
 {
 	struct io_uring_params p;
-	unsigned int entries = q->h->depth + 2;
+	unsigned int entries = q->h->depth + 3 + q->h->turn.slots;
 	int ret;
 
 	/*
@@ -146,6 +149,7 @@ static int arm(struct lb_queue *q, struct io_uring *ring)
 
 	arm_poll(ring, q->dev->stop_fd, STOP_TOKEN);
 	arm_poll(ring, q->dev->pause_fd, PAUSE_TOKEN);
+	arm_poll(ring, q->dev->close_fd, CLOSE_TOKEN);
 	for (unsigned int tag = 0; tag < q->h->depth; tag++)
 		queue_io_cmd(q, ring, UBLK_IO_FETCH_REQ, tag, 0);
 	/*
@@ -262,17 +266,142 @@ void lb_queue_describe(const struct lb_queue *q, char *buf, size_t len)
 	snprintf(buf, len, "a call");
 }
 
+/*
+ * Commits what the turn just run finished: the new IOs that did not park,
+ * and the parked ones the backend finished (turn.done).
+ */
+static void commit_turn(struct lb_queue *q, struct io_uring *ring,
+			unsigned int n)
+{
+	struct luablk_handler *h = q->h;
+
+	for (unsigned int i = 0; i < n; i++)
+		if (h->batch[i].result != LUABLK_RESULT_PARKED)
+			queue_io_cmd(q, ring, UBLK_IO_COMMIT_AND_FETCH_REQ,
+				     h->batch[i].tag, settled(&h->batch[i]));
+	for (unsigned int i = 0; i < h->turn.ndone; i++) {
+		struct luablk_done *d = &h->turn.done[i];
+
+		if (d->tag >= h->depth)
+			continue;
+		queue_io_cmd(q, ring, UBLK_IO_COMMIT_AND_FETCH_REQ, d->tag,
+			     lb_user_copy_done(q, d->tag, d->result));
+	}
+}
+
+/*
+ * Runs a turn over batch[0..n) and the wakes already in the turn, then
+ * queues the commits. Returns false if a close gave up on this queue.
+ */
+static bool run_turn(struct lb_queue *q, struct io_uring *ring, unsigned int n)
+{
+	unsigned int ready = lb_user_copy_in(q, n);
+
+	/* USER_COPY moves the data around the backend's call. */
+	if (!run_batch(q, ready))
+		return false;
+	lb_user_copy_out(q, ready);
+	commit_turn(q, ring, n);
+	return true;
+}
+
+/*
+ * Enters the kernel once: submits what the turn queued and waits for at
+ * least one completion, or for a tick while parked IOs have deadlines.
+ */
+static int enter(struct io_uring *ring, bool tick)
+{
+	struct __kernel_timespec ts = {.tv_nsec = TICK_MS * 1000000LL};
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	if (!tick)
+		return io_uring_submit_and_wait(ring, 1);
+	ret = io_uring_submit_and_wait_timeout(ring, &cqe, 1, &ts, NULL);
+	return ret == -ETIME ? 0 : ret;
+}
+
+/* Per-loop state of serve(). */
+struct serving {
+	unsigned int live; /* tags not aborted yet */
+	bool stop, pause, closing;
+	uint16_t *held; /* IOs that came while a reload waits for a drain */
+	unsigned int nheld;
+};
+
+/* Sorts one completion; new IOs go to batch[*n]. */
+static void reap_one(struct lb_queue *q, struct serving *s,
+		     const struct io_uring_cqe *cqe, unsigned int *n)
+{
+	struct luablk_handler *h = q->h;
+	struct luablk_turn *t = &h->turn;
+	uint64_t ud = cqe->user_data;
+
+	if (ud == STOP_TOKEN) {
+		s->stop = true;
+	} else if (ud == PAUSE_TOKEN) {
+		s->pause = true;
+	} else if (ud == CLOSE_TOKEN) {
+		s->closing = true;
+	} else if ((ud & ~0xffffffffULL) == LB_UD_AIO) {
+		if (t->nwake < t->slots) {
+			t->wake[t->nwake].slot = (uint32_t)ud;
+			t->wake[t->nwake++].res = cqe->res;
+		}
+	} else if (ud == LB_UD_IGNORE) {
+		/* a cancel's own answer */
+	} else if (cqe->res == 0) {
+		/* A reload waits for the parked IOs: hold new ones back. */
+		if (s->pause && t->parked > 0)
+			s->held[s->nheld++] = (uint16_t)ud;
+		else
+			fill(q, &h->batch[(*n)++], (unsigned)ud);
+	} else {
+		/* ABORT after STOP_DEV; anything else is ours. */
+		s->live--;
+		if (cqe->res != UBLK_IO_RES_ABORT)
+			fprintf(stderr, "luablk: queue %u tag %llu: %s\n", q->q,
+				(unsigned long long)ud, strerror(-cqe->res));
+	}
+}
+
+/* Parks for a reload once no IO is parked in the backend, then runs the
+ * IOs held back meanwhile. Returns false if a close gave up on us. */
+static bool park(struct lb_queue *q, struct io_uring *ring, struct serving *s)
+{
+	unsigned int n = 0;
+
+	if (!s->pause || s->stop)
+		return true;
+	/* A reload that gave up waiting no longer needs the drain. */
+	if (q->h->turn.parked > 0 && lb_dev_pausing(q->dev))
+		return true;
+	/* Hand back this batch before the backend changes. */
+	io_uring_submit(ring);
+	lb_dev_park(q->dev);
+	arm_poll(ring, q->dev->pause_fd, PAUSE_TOKEN);
+	s->pause = false;
+	for (; s->nheld > 0; s->nheld--)
+		fill(q, &q->h->batch[n++], s->held[s->nheld - 1]);
+	return n == 0 || run_turn(q, ring, n);
+}
+
 /* Serves until asked to stop or until the kernel aborts every fetch. */
 static bool serve(struct lb_queue *q, struct io_uring *ring)
 {
 	struct luablk_handler *h = q->h;
-	unsigned int live = h->depth; /* tags with a fetch in flight */
-	bool stop = false, pause = false;
+	struct luablk_turn *t = &h->turn;
+	struct serving s = {.live = h->depth};
+	uint16_t held[UBLK_MAX_QUEUE_DEPTH];
 
-	while (!stop && live > 0) {
+	s.held = held;
+	h->ring = ring;
+	while (!s.stop && s.live > 0) {
 		struct io_uring_cqe *cqe;
-		unsigned int head, seen = 0, n = 0, ready;
-		int ret = io_uring_submit_and_wait(ring, 1);
+		unsigned int head, seen = 0, n = 0;
+		bool tick = t->parked > 0 &&
+			    (q->dev->cfg.io_timeout_ms || s.closing);
+		int ret = enter(ring, tick);
 
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN &&
 		    ret != -EBUSY) {
@@ -283,51 +412,25 @@ static bool serve(struct lb_queue *q, struct io_uring *ring)
 		}
 		io_uring_for_each_cqe (ring, head, cqe) {
 			seen++;
-			if (cqe->user_data == STOP_TOKEN) {
-				stop = true;
-			} else if (cqe->user_data == PAUSE_TOKEN) {
-				pause = true;
-			} else if (cqe->res == 0) {
-				fill(q, &h->batch[n++],
-				     (unsigned)cqe->user_data);
-			} else {
-				/* ABORT after STOP_DEV; anything else is ours.
-				 */
-				live--;
-				if (cqe->res != UBLK_IO_RES_ABORT)
-					fprintf(stderr,
-						"luablk: queue %u tag %llu: "
-						"%s\n",
-						q->q,
-						(unsigned long long)
-							cqe->user_data,
-						strerror(-cqe->res));
-			}
+			reap_one(q, &s, cqe, &n);
 		}
 		io_uring_cq_advance(ring, seen);
-		if (n > 0) {
-			/* USER_COPY moves the data around the backend's call.
-			 */
-			ready = lb_user_copy_in(q, n);
-			if (!run_batch(q, ready))
-				return false;
-			lb_user_copy_out(q, ready);
-			for (unsigned int i = 0; i < n; i++)
-				queue_io_cmd(
-					q, ring, UBLK_IO_COMMIT_AND_FETCH_REQ,
-					h->batch[i].tag, settled(&h->batch[i]));
-		}
-		if (pause && !stop) {
-			/* Hand back this batch before the backend changes. */
-			io_uring_submit(ring);
-			lb_dev_park(q->dev);
-			arm_poll(ring, q->dev->pause_fd, PAUSE_TOKEN);
-			pause = false;
-		}
+		if (tick)
+			t->flags |= LUABLK_TURN_TICK;
+		if (s.closing && t->parked > 0)
+			t->flags |= LUABLK_TURN_CLOSING;
+		if (__atomic_load_n(&q->dev->giving_up, __ATOMIC_RELAXED) &&
+		    t->parked > 0)
+			t->flags |= LUABLK_TURN_GIVE_UP;
+		if ((n > 0 || t->nwake > 0 || t->flags) &&
+		    !run_turn(q, ring, n))
+			return false;
+		if (!park(q, ring, &s))
+			return false;
 	}
 	/* Complete the last batch's IOs before the ring goes away. */
 	io_uring_submit(ring);
-	return stop;
+	return s.stop;
 }
 
 static void set_started(struct lb_queue *q, int err)

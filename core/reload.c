@@ -33,6 +33,16 @@ void lb_dev_park(struct luablk_dev *dev)
 	pthread_mutex_unlock(&dev->lock);
 }
 
+bool lb_dev_pausing(struct luablk_dev *dev)
+{
+	bool pausing;
+
+	pthread_mutex_lock(&dev->lock);
+	pausing = dev->pausing;
+	pthread_mutex_unlock(&dev->lock);
+	return pausing;
+}
+
 static void resume_queues(struct luablk_dev *dev)
 {
 	uint64_t count;

@@ -113,3 +113,20 @@ void lb_user_copy_out(struct lb_queue *q, unsigned int n)
 		}
 	}
 }
+
+int32_t lb_user_copy_done(struct lb_queue *q, unsigned int tag, int32_t result)
+{
+	uint8_t op = (uint8_t)(q->descs[tag].op_flags & 0xff);
+	struct luablk_io io = {.tag = (uint16_t)tag, .op = op};
+	int err;
+
+	if (!lb_user_copy_on(q->dev) || op != LUABLK_OP_READ || result <= 0)
+		return result == LB_RESULT_PENDING ? -EIO : result;
+	err = copy(q->dev->char_fd, q->q, tag, luablk_handler_buf(q->h, tag),
+		   (uint32_t)result, false);
+	if (err < 0) {
+		report(q, &io, "of read data", err);
+		return -EIO;
+	}
+	return result;
+}

@@ -75,6 +75,8 @@ static void give_up(struct lb_watchdog *w)
 
 	if (read(w->signal_fd, &si, sizeof(si)) != sizeof(si))
 		return;
+	/* IOs parked in async backends fail at the queues' next tick. */
+	__atomic_store_n(&w->dev->giving_up, true, __ATOMIC_RELAXED);
 	for (unsigned int q = 0; q < w->dev->nr_queues; q++) {
 		lb_queue_describe(&w->dev->queues[q], call, sizeof(call));
 		if (!lb_queue_give_up(&w->dev->queues[q]))

@@ -10,7 +10,8 @@ usage: luablk COMMAND [ARGS]
 
   add BACKEND [--size S] [--queues N] [--depth D] [--max-io B] [--id N]
               [--no-pin] [--user-copy] [--unprivileged] [--recoverable]
-              [--reissue] [--fail-io] [--filter NAME:K=V,...]... [--json]
+              [--reissue] [--fail-io] [--io-timeout S]
+              [--filter NAME:K=V,...]... [--json]
               [block parameters] [-- ARGS...]
         create a device served by BACKEND (null, mem, file, c-null, c-mem,
         or a path to a .lua file) in the foreground; prints /dev/ublkbN
@@ -19,6 +20,8 @@ usage: luablk COMMAND [ARGS]
         --recoverable: the device outlives a server that dies (IO waits
         for `luablk recover`); --reissue: IO the dead server held is
         reissued to the next one; --fail-io: IO fails while no server runs
+        --io-timeout S: an IO that an async backend has not finished
+        after S seconds completes with ETIMEDOUT
         block parameters, in bytes (K, M, G suffixes); unless given, the
         backend's declared defaults apply, else the built-in ones:
           --logical-block B (or --block-size B)  512..4096, default 512
@@ -86,6 +89,7 @@ local ADD_SPEC = {
 	recoverable = "flag",
 	reissue = "flag",
 	["fail-io"] = "flag",
+	["io-timeout"] = "value",
 }
 
 -- --recoverable, --reissue and --fail-io (ublksrv's -r 1, -i 1, -e 1);
@@ -172,6 +176,12 @@ function M.add_options(argv)
 	}
 	M.recovery_options(o, opts)
 	local err
+	if o["io-timeout"] then
+		opts.io_timeout, err = options.seconds(o["io-timeout"], "--io-timeout", 0.001, 86400)
+		if not opts.io_timeout then
+			return nil, err
+		end
+	end
 	opts.size, err = options.size(o.size or "")
 	if not o.size then
 		return nil, "add needs --size (for example --size 1G)"

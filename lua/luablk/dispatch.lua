@@ -5,6 +5,7 @@
 local ffi = require("ffi")
 local errno = require("luablk.errno")
 local backend = require("luablk.backend")
+local async = require("luablk.async")
 
 local M = {}
 
@@ -45,15 +46,12 @@ function M.reporter(prefix, write)
 	end
 end
 
--- Builds the batch function. batch: struct luablk_io array; bufs: table
--- of uint8_t pointers indexed by tag; report: called with error text.
-function M.make(be, batch, bufs, report)
-	local read_at, write_at = be.read_at, be.write_at
-	local flush, discard, write_zeroes = be.flush, be.discard, be.write_zeroes
-	local xpcall, traceback, type = xpcall, debug.traceback, type
-
-	-- Maps a protected call's outcome to the IO result.
-	local function settle(ok, r, done, what)
+-- The function that maps a protected backend call's outcome (ok, r) to
+-- an IO result: done for nothing or true, r for a negative errno, and
+-- -EIO, reported, for an error or any other value. what names the method.
+function M.settler(report)
+	local type = type
+	return function(ok, r, done, what)
 		if ok then
 			if r == nil or r == true then
 				return done
@@ -67,6 +65,15 @@ function M.make(be, batch, bufs, report)
 		report(r)
 		return -EIO
 	end
+end
+
+-- Builds the batch function. batch: struct luablk_io array; bufs: table
+-- of uint8_t pointers indexed by tag; report: called with error text.
+function M.make(be, batch, bufs, report)
+	local read_at, write_at = be.read_at, be.write_at
+	local flush, discard, write_zeroes = be.flush, be.discard, be.write_zeroes
+	local xpcall, traceback = xpcall, debug.traceback
+	local settle = M.settler(report)
 
 	local function ranged(fn, io, what)
 		if not fn then
@@ -143,7 +150,13 @@ local function serving(be, spec, args)
 end
 
 local function hooks(s)
-	local run = M.make(s.be, queue.batch, queue.bufs, s.report)
+	local run
+	if async.wanted(s.be) then
+		local settle = M.settler(s.report)
+		run = async.make(s.be, queue.batch, queue.bufs, s.report, settle, queue.C, queue.h, queue.info)
+	else
+		run = M.make(s.be, queue.batch, queue.bufs, s.report)
+	end
 	-- The benchmark's JIT health log (luablk/jitlog.lua); when the variable
 	-- is unset, the batch function is the plain one.
 	local jit_log = os.getenv("LUABLK_JIT_LOG")
@@ -172,7 +185,16 @@ function M.start(h, devp, q, spec, args, filters)
 	for tag = 0, info.depth - 1 do
 		bufs[tag] = C.luablk_handler_buf(h, tag)
 	end
-	queue = { C = C, devp = devp, dev = dev, batch = C.luablk_handler_batch(h), bufs = bufs, filters = filters }
+	queue = {
+		C = C,
+		h = h,
+		info = info,
+		devp = devp,
+		dev = dev,
+		batch = C.luablk_handler_batch(h),
+		bufs = bufs,
+		filters = filters,
+	}
 	current = serving(be, spec, args)
 	return hooks(current)
 end

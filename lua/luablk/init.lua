@@ -142,6 +142,11 @@ local function make_config(opts)
 	cfg.depth = whole(opts, "depth", 0, 2 ^ 32 - 1) or cfg.depth
 	cfg.max_io = whole(opts, "max_io", 0, 2 ^ 32 - 1) or cfg.max_io
 	cfg.dev_id = whole(opts, "id", 0, 2 ^ 31 - 1) or -1
+	local timeout = opts.io_timeout
+	if timeout ~= nil and (type(timeout) ~= "number" or not (timeout >= 0.001 and timeout <= 86400)) then
+		error("luablk.add: io_timeout must be a number of seconds from 0.001 to 86400", 3)
+	end
+	cfg.io_timeout_ms = timeout and math.ceil(timeout * 1000) or 0
 	local flag_opts = {
 		no_pin = C.LUABLK_F_NO_PIN,
 		unprivileged = C.LUABLK_F_UNPRIVILEGED,
@@ -183,7 +188,7 @@ end
 
 -- Creates and starts a device. opts: backend, size (bytes), and optional
 -- queues, depth, max_io, id, no_pin, user_copy, unprivileged,
--- recoverable, reissue, fail_io, args (list of strings), filters (list of
+-- io_timeout (seconds; async backends), recoverable, reissue, fail_io, args (list of strings), filters (list of
 -- "NAME:k=v,..." strings), and the block parameters of luablk.params
 -- (logical_block, alias block_size, ..., read_only, rotational,
 -- write_cache, fua: true/false to force, nil for the backend's default).

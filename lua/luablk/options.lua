@@ -34,6 +34,18 @@ function M.integer(s, what, lo, hi)
 	return n
 end
 
+-- A number of seconds ("5", "0.25") within [lo, hi].
+function M.seconds(s, what, lo, hi)
+	local n = type(s) == "string" and s:match("^%d*%.?%d+$") and tonumber(s)
+	if not n then
+		return nil, ("%s takes a number of seconds, not '%s'"):format(what, tostring(s))
+	end
+	if n < lo or n > hi then
+		return nil, ("%s must be between %g and %g seconds, not %s"):format(what, lo, hi, s)
+	end
+	return n
+end
+
 local BOOLS = { on = true, yes = true, ["true"] = true, ["1"] = true }
 for _, w in ipairs({ "off", "no", "false", "0" }) do
 	BOOLS[w] = false

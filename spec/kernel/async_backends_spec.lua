@@ -1,0 +1,168 @@
+-- Async backends on the real kernel: many IOs in flight per queue, finished
+-- out of order, verified by fio; deadlines; teardown and reload with IOs
+-- parked in the backend.
+local ffi = require("ffi")
+local luablk = require("luablk")
+local posix = require("luablk.posix")
+local u = require("kernel.util")
+
+local SIGTERM, SIGKILL = 15, 9
+local ASYNC_MEM = u.fixtures .. "/async_mem.lua"
+
+local function id_of(path)
+	return tonumber(path:match("(%d+)$"))
+end
+
+-- fio crc32c write-then-verify over path, one job per queue; returns its
+-- pid and a function that waits for it and checks that it passed.
+local function fio_verify(path, o)
+	local out = os.tmpname()
+	local argv = {
+		"fio", "--name=async", "--filename=" .. path, "--direct=1", "--ioengine=io_uring",
+		"--rw=randwrite", "--bs=4k", "--iodepth=" .. (o.depth or 128), "--size=" .. (o.size or "8M"),
+		"--numjobs=" .. (o.jobs or 2), "--offset_increment=" .. (o.size or "8M"),
+		"--cpus_allowed=0-1", "--cpus_allowed_policy=split", "--group_reporting=1",
+		"--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0",
+		"--allow_file_create=0", "--output-format=json", "--output=" .. out,
+	}
+	if o.loops then
+		argv[#argv + 1] = "--loops=" .. o.loops
+	end
+	local pid = assert(luablk.spawn(argv))
+	return pid, function()
+		local status = luablk.wait(pid)
+		local text = posix.read_file(out) or ""
+		os.remove(out)
+		local ok, res = pcall(require("cjson").decode, text:match("{.*}") or "")
+		local job = ok and res.jobs and res.jobs[1]
+		assert(status == 0 and job and job.error == 0, ("fio exited %s: %s"):format(tostring(status), text))
+		return job
+	end
+end
+
+local function stop(pid, path)
+	ffi.C.kill(pid, SIGTERM)
+	assert.equal(0, luablk.wait(pid))
+	assert.is_true(u.gone(path))
+end
+
+describe("an async backend", function()
+	it("serves fio crc32c verify at QD128 on 2 queues, out of order", function()
+		local pid, path = u.start_add({ ASYNC_MEM, "--size", "16M", "--queues", "2", "--", "max_us=3000" })
+		assert(path, "luablk add printed no device")
+		local _, finish = fio_verify(path, {})
+		local job = finish()
+		assert.is_true(job.write.total_ios >= 4096)
+		stop(pid, path)
+	end)
+
+	it("serves fio verify with --user-copy", function()
+		local pid, path = u.start_add({ ASYNC_MEM, "--size", "16M", "--user-copy", "--", "max_us=2000" })
+		assert(path, "luablk add printed no device")
+		local _, finish = fio_verify(path, { jobs = 1, depth = 32 })
+		finish()
+		stop(pid, path)
+	end)
+
+	it("fails an IO that outlives --io-timeout with ETIMEDOUT, and serves on", function()
+		local pid, path = u.start_add({ ASYNC_MEM, "--size", "4M", "--io-timeout", "1", "--", "stuck=1" })
+		assert(path, "luablk add printed no device")
+		local t0 = luablk.now()
+		local status, _, stderr =
+			u.run({ "dd", "if=" .. path, "of=/dev/null", "bs=4k", "count=1", "iflag=direct", "status=none" })
+		local took = luablk.now() - t0
+		assert.not_equal(0, status)
+		assert.matches("timed out", stderr)
+		assert.is_true(took < 2.5, "the read took " .. took .. " s")
+		-- Writes are not stuck: the device keeps serving.
+		status, _, stderr = u.run({
+			"dd",
+			"if=/dev/zero",
+			"of=" .. path,
+			"bs=4k",
+			"count=16",
+			"oflag=direct",
+			"conv=notrunc",
+			"status=none",
+		})
+		assert.equal(0, status, stderr)
+		t0 = luablk.now()
+		stop(pid, path)
+		assert.is_true(luablk.now() - t0 < 5)
+	end)
+
+	it("finishes the IOs it holds when SIGTERM comes, and the device goes", function()
+		local pid, path = u.start_add({ ASYNC_MEM, "--size", "16M", "--queues", "2", "--", "max_us=200000" })
+		assert(path, "luablk add printed no device")
+		local fio = fio_verify(path, { loops = 100 })
+		u.sleep(2)
+		local t0 = luablk.now()
+		ffi.C.kill(pid, SIGTERM)
+		assert.equal(0, luablk.wait(pid))
+		assert.is_true(luablk.now() - t0 < 10)
+		assert.is_true(u.gone(path))
+		luablk.wait(fio)
+	end)
+
+	it("loses its device, not the machine, to SIGKILL with IOs parked", function()
+		local pid, path = u.start_add({ ASYNC_MEM, "--size", "16M", "--", "max_us=200000" })
+		assert(path, "luablk add printed no device")
+		local fio = fio_verify(path, { jobs = 1, loops = 100 })
+		u.sleep(2)
+		ffi.C.kill(pid, SIGKILL)
+		luablk.wait(pid)
+		luablk.wait(fio)
+		u.sh({ u.luablk_bin, "del", tostring(id_of(path)) })
+		assert.is_true(u.gone(path))
+	end)
+
+	it("fronts examples/remote_store_server.lua: fio verify over a socket at QD32", function()
+		local sock = os.tmpname()
+		os.remove(sock)
+		local server = assert(luablk.spawn({
+			u.luablk_bin,
+			"run",
+			u.root .. "/examples/remote_store_server.lua",
+			sock,
+			"16M",
+			"500",
+		}))
+		local ok, err = pcall(function()
+			assert.is_truthy(u.eventually(10, function()
+				return posix.exists(sock)
+			end))
+			u.sleep(0.2)
+			local pid, path = u.start_add({
+				u.root .. "/examples/remote_store.lua",
+				"--size",
+				"16M",
+				"--queues",
+				"2",
+				"--",
+				"socket=" .. sock,
+			})
+			assert(path, "luablk add printed no device")
+			local _, finish = fio_verify(path, { depth = 32 })
+			finish()
+			stop(pid, path)
+		end)
+		ffi.C.kill(server, SIGKILL)
+		luablk.wait(server)
+		os.remove(sock)
+		assert(ok, err)
+	end)
+
+	it("is reloaded under fio verify: the IOs in flight drain, none is lost", function()
+		local pid, path = u.start_add({ ASYNC_MEM, "--size", "16M", "--queues", "2", "--", "max_us=3000" })
+		assert(path, "luablk add printed no device")
+		local _, finish = fio_verify(path, { loops = 3 })
+		u.sleep(1)
+		for _ = 1, 5 do
+			local status, _, stderr = u.run({ u.luablk_bin, "reload", tostring(id_of(path)) })
+			assert.equal(0, status, stderr)
+			u.sleep(0.3)
+		end
+		finish()
+		stop(pid, path)
+	end)
+end)
