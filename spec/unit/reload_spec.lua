@@ -6,6 +6,12 @@ local C = luablk.C
 
 local READ, WRITE, DISCARD = 0, 1, 3
 
+if not pcall(function()
+	return ffi.C.setenv
+end) then
+	ffi.cdef("int setenv(const char *name, const char *value, int overwrite); int unsetenv(const char *name);")
+end
+
 -- Reads show which version serves and which one it took over from.
 local FIXTURE = "spec/kernel/backends/versioned.lua"
 local VERSIONED = assert(require("luablk.posix").read_file(FIXTURE))
@@ -90,6 +96,24 @@ describe("reload", function()
 		-- without arguments: the same spec and the arguments of the last reload
 		assert.is_true(dev:reload())
 		assert.same({ 2, 2 }, { version(dev, 1) })
+		assert.is_true(dev:close())
+	end)
+
+	it("keeps the old backend open and serving when the new batch function cannot be built", function()
+		local dev = create(path, 2, { "v=1" })
+		-- The JIT log is started while the batch function is built; a
+		-- directory that does not exist makes that raise.
+		ffi.C.setenv("LUABLK_JIT_LOG", dir .. "-no-such-dir", 1)
+		local ok = dev:reload({ args = { "v=2" } })
+		ffi.C.unsetenv("LUABLK_JIT_LOG")
+		assert.is_true(ok)
+		for q = 0, 1 do
+			assert.same({ 1, 0 }, { version(dev, q) })
+		end
+		-- what was closed is the prepared backend of each queue, not the old
+		assert.equal(2, closes(dev))
+		assert.is_true(dev:reload({ args = { "v=3" } }))
+		assert.same({ 3, 1 }, { version(dev, 1) })
 		assert.is_true(dev:close())
 	end)
 
