@@ -26,7 +26,7 @@ local function write_file(name, text)
 	return path
 end
 
-local function create(backend, queues, args)
+local function create(backend, queues, args, filters)
 	local cfg = ffi.new("struct luablk_config")
 	C.luablk_config_init(cfg)
 	cfg.backend = backend
@@ -36,6 +36,8 @@ local function create(backend, queues, args)
 	cfg.max_io = 65536
 	local argv = luablk.cstrings(args)
 	cfg.args, cfg.argc = argv, #(args or {})
+	local fl = luablk.cstrings(filters)
+	cfg.filters, cfg.nfilters = fl, #(filters or {})
 	local out = ffi.new("struct luablk_dev *[1]")
 	local rc = C.luablk_dev_create(cfg, out)
 	assert(rc == 0, ffi.string(C.luablk_last_error()))
@@ -115,6 +117,31 @@ describe("reload", function()
 		assert.is_true(dev:reload({ args = { "v=3" } }))
 		assert.same({ 3, 1 }, { version(dev, 1) })
 		assert.is_true(dev:close())
+	end)
+
+	it("keeps the trace file's earlier lines, also through a reload that is refused", function()
+		local trace = write_file("trace.jsonl", "")
+		local dev = create(path, 2, { "v=1" }, { "trace:path=" .. trace })
+		local function count()
+			local n = 0
+			for _ in io.lines(trace) do
+				n = n + 1
+			end
+			return n
+		end
+		assert.equal(512, (run_io(dev, 0, WRITE, 0, 512)))
+		assert.equal(512, (run_io(dev, 1, WRITE, 512, 512)))
+		assert.is_true(dev:reload({ args = { "v=2" } }))
+		assert.equal(2, count())
+		assert.equal(512, (run_io(dev, 1, WRITE, 0, 512)))
+		-- queue 0 builds its filter, queue 1 refuses: both keep the old one
+		local ok, err = dev:reload({ args = { "v=3", "fail_queue=1" } })
+		assert.is_nil(ok)
+		assert.matches("refusing queue 1", err)
+		assert.equal(2, (version(dev, 0)))
+		assert.equal(4, count())
+		assert.is_true(dev:close())
+		os.remove(trace)
 	end)
 
 	it("reads a backend file from disk again", function()

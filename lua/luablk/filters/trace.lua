@@ -8,7 +8,8 @@
 -- lat_ns the time the inner backend took. scripts/replay.lua re-issues a
 -- trace against a device.
 --
--- Options: path= (required), append=1 to keep what the file holds.
+-- Options: path= (required), append=1 to keep what the file holds when
+-- the device starts (a reload always keeps it).
 --
 -- Every queue appends to the same file (O_APPEND) with one write() per
 -- line, so lines from different queues never interleave inside a line;
@@ -40,22 +41,30 @@ local LINE_MAX = 256
 -- snprintf, rather than a digit loop in Lua, keeps the path loop-free.
 local FORMAT = '{"ts":%.0f,"q":%.0f,"op":"%s","off":%.0f,"len":%.0f,"flags":%.0f,"res":%.0f,"lat_ns":%.0f}\n'
 
+-- Paths this queue's Lua state has opened. The state lives as long as the
+-- device, and the filter is built again in it by every reload, including
+-- one that is then aborted while the old instance goes on writing: only
+-- the first open truncates, so a reload keeps the lines before it.
+local opened = {}
+
 local function new(inner, opts, dev)
 	fault.check_keys("trace", opts, { "path", "append" })
 	local path = opts.path
 	if not path or path == "" then
 		error("give the output file: --filter trace:path=FILE", 0)
 	end
+	path = tostring(path)
 	local flags = posix.O_WRONLY + posix.O_CREAT + O_APPEND
-	if not fault.flag(opts, "append") then
+	if not fault.flag(opts, "append") and not opened[path] then
 		-- Every queue opens the file before any IO, so truncating in each
 		-- loses nothing.
 		flags = flags + posix.O_TRUNC
 	end
-	local fd, err = posix.open(tostring(path), flags, 420)
+	local fd, err = posix.open(path, flags, 420)
 	if not fd then
 		error(err, 0)
 	end
+	opened[path] = true
 
 	local buf = ffi.new("char[?]", LINE_MAX)
 	local write, snprintf, now, tonumber = ffi.C.write, ffi.C.snprintf, C.luablk_now_ns, tonumber
