@@ -70,8 +70,15 @@ M.CTL = "crash"
 local function shared_state(dev, bs)
 	local nblocks = dev.size / bs
 	local ctl = ffi.cast("struct luablk_crash_ctl *", dev:shared(M.CTL, ffi.sizeof("struct luablk_crash_ctl")))
-	ctl.magic, ctl.block_size, ctl.nblocks = MAGIC, bs, nblocks
-	ctl.lo, ctl.hi = nblocks, 0
+	-- A reload or recover builds the filter again over the same regions,
+	-- while the dirty map still holds unflushed blocks (and, for a reload,
+	-- the old instance still serves from it): only a fresh region starts
+	-- with an empty dirty range.
+	if ctl.magic ~= MAGIC then
+		ctl.block_size, ctl.nblocks = bs, nblocks
+		ctl.lo, ctl.hi = nblocks, 0
+		ctl.magic = MAGIC
+	end
 	return ctl, dev:shared("crash.data", dev.size), dev:shared("crash.dirty", nblocks)
 end
 
