@@ -3,6 +3,7 @@
 local ffi = require("ffi")
 local luablk = require("luablk")
 local C = luablk.C
+require("luablk.posix") -- declares getpid
 
 local READ, WRITE, DISCARD = 0, 1, 3
 
@@ -155,6 +156,47 @@ describe("reload", function()
 		assert.equal(512, r)
 		assert.equal(0xab, rbuf[511])
 		assert.is_true(dev:close())
+	end)
+
+	-- Options that let each shipped filter pass every IO through untouched.
+	local passing = {
+		fault = "fault:rate=0",
+		delay = "delay:ms=0",
+		crash = "crash",
+		trace = "trace:path=" .. dir .. "-trace.jsonl",
+		stats = "stats",
+	}
+	for _, name in ipairs(require("luablk.filters").SHIPPED) do
+		it("passes close and handoff through the " .. name .. " filter", function()
+			assert.is_string(passing[name], "no options for this shipped filter in the spec")
+			local dev = create(path, 1, { "v=1" }, { passing[name] })
+			assert.is_true(dev:reload({ args = { "v=2" } }))
+			assert.same({ 2, 1 }, { version(dev, 0) })
+			assert.equal(1, closes(dev))
+			assert.is_true(dev:close())
+			os.remove(dir .. "-trace.jsonl")
+		end)
+	end
+
+	it("leaks no fd over many reloads of a file behind a filter", function()
+		local img = write_file("fd.img", "")
+		local function fds()
+			local ls = io.popen("ls /proc/" .. ffi.C.getpid() .. "/fd")
+			local n = 0
+			for _ in ls:lines() do
+				n = n + 1
+			end
+			ls:close()
+			return n
+		end
+		local dev = create("file", 2, { "path=" .. img }, { "delay:ms=0" })
+		local before = fds()
+		for _ = 1, 200 do
+			assert.is_true(dev:reload())
+		end
+		assert.equal(before, fds())
+		assert.is_true(dev:close())
+		os.remove(img)
 	end)
 
 	it("reads a backend file from disk again", function()

@@ -19,7 +19,8 @@
 -- the process being killed.
 local ffi = require("ffi")
 local posix = require("luablk.posix")
-local fault = require("luablk.filters.fault")
+local filters = require("luablk.filters")
+local H = require("luablk.filters.helpers")
 local errno = require("luablk.errno")
 local C = require("luablk").C
 
@@ -48,14 +49,14 @@ local FORMAT = '{"ts":%.0f,"q":%.0f,"op":"%s","off":%.0f,"len":%.0f,"flags":%.0f
 local opened = {}
 
 local function new(inner, opts, dev)
-	fault.check_keys("trace", opts, { "path", "append" })
+	H.check_keys("trace", opts, { "path", "append" })
 	local path = opts.path
 	if not path or path == "" then
 		error("give the output file: --filter trace:path=FILE", 0)
 	end
 	path = tostring(path)
 	local flags = posix.O_WRONLY + posix.O_CREAT + O_APPEND
-	if not fault.flag(opts, "append") and not opened[path] then
+	if not H.flag(opts, "append") and not opened[path] then
 		-- Every queue opens the file before any IO, so truncating in each
 		-- loses nothing.
 		flags = flags + posix.O_TRUNC
@@ -69,7 +70,7 @@ local function new(inner, opts, dev)
 	local buf = ffi.new("char[?]", LINE_MAX)
 	local write, snprintf, now, tonumber = ffi.C.write, ffi.C.snprintf, C.luablk_now_ns, tonumber
 	local queue, EIO = dev.queue or 0, errno.EIO
-	local OP = fault.OP_NAMES
+	local OP = H.OP_NAMES
 	local warned = false
 
 	-- What the application sees for a call's outcome (as dispatch maps it).
@@ -97,10 +98,19 @@ local function new(inner, opts, dev)
 		return r
 	end
 
-	-- The queue's Lua state is closed with the device: close the fd then.
-	local be = { caps = inner.caps, trace_fd = ffi.gc(ffi.new("int[1]", fd), function(p)
+	-- Closed by close(), or by the collector for an instance nobody closes.
+	local fd_box = ffi.gc(ffi.new("int[1]", fd), function(p)
 		posix.close(p[0])
-	end) }
+	end)
+	local be = { trace_fd = fd_box }
+	local inner_close = inner.close
+	be.close = function()
+		posix.close(fd_box[0])
+		ffi.gc(fd_box, nil)
+		if inner_close then
+			return inner_close(inner)
+		end
+	end
 	local read_at, write_at = inner.read_at, inner.write_at
 	be.read_at = function(_, b, off, len, fl)
 		local t0 = tonumber(now())
@@ -118,7 +128,7 @@ local function new(inner, opts, dev)
 		end
 	end
 	for _, name in ipairs({ "discard", "write_zeroes" }) do
-		local fn, op = inner[name], fault.OPS[name]
+		local fn, op = inner[name], H.OPS[name]
 		if fn then
 			be[name] = function(_, off, len)
 				local t0 = tonumber(now())
@@ -126,7 +136,7 @@ local function new(inner, opts, dev)
 			end
 		end
 	end
-	return be
+	return filters.wrap(inner, be)
 end
 
 return new
