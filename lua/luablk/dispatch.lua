@@ -72,7 +72,7 @@ function M.make(be, batch, bufs, report)
 		if not fn then
 			return -EOPNOTSUPP
 		end
-		local ok, r = xpcall(fn, traceback, be, io.off, io.len)
+		local ok, r = xpcall(fn, traceback, be, io.off, io.len, io.flags)
 		return settle(ok, r, 0, what)
 	end
 

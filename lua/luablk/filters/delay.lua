@@ -88,11 +88,11 @@ local function new(inner, opts, dev)
 	for _, name in ipairs({ "discard", "write_zeroes" }) do
 		local fn, slow = inner[name], ops[name]
 		if fn then
-			be[name] = function(_, off, len)
+			be[name] = function(_, off, len, flags)
 				if slow then
 					wait()
 				end
-				return fn(inner, off, len)
+				return fn(inner, off, len, flags)
 			end
 		end
 	end

@@ -179,11 +179,11 @@ function M.new(inner, opts, dev)
 	for _, name in ipairs({ "discard", "write_zeroes" }) do
 		local fn, selected, op = inner[name], ops[name], H.OPS[name]
 		if fn then
-			be[name] = function(_, off, len)
+			be[name] = function(_, off, len, flags)
 				if selected and hit(off, len, true) then
 					return fail(op, off, len)
 				end
-				return fn(inner, off, len)
+				return fn(inner, off, len, flags)
 			end
 		end
 	end

@@ -135,9 +135,9 @@ local function new(inner, opts, dev)
 	for _, name in ipairs({ "discard", "write_zeroes" }) do
 		local fn, s = inner[name], mine[H.OPS[name]]
 		if fn then
-			be[name] = function(_, off, len)
+			be[name] = function(_, off, len, flags)
 				local t0 = tonumber(now())
-				return done(s, len, t0, pcall(fn, inner, off, len))
+				return done(s, len, t0, pcall(fn, inner, off, len, flags))
 			end
 		end
 	end

@@ -130,9 +130,9 @@ local function new(inner, opts, dev)
 	for _, name in ipairs({ "discard", "write_zeroes" }) do
 		local fn, op = inner[name], H.OPS[name]
 		if fn then
-			be[name] = function(_, off, len)
+			be[name] = function(_, off, len, fl)
 				local t0 = tonumber(now())
-				return record(op, off, len, 0, 0, t0, pcall(fn, inner, off, len))
+				return record(op, off, len, fl or 0, 0, t0, pcall(fn, inner, off, len, fl))
 			end
 		end
 	end
