@@ -107,7 +107,7 @@ end
 -- shadow. Saves every failed IO, every wrong read and the final shadow.
 local function random_worker(path, out, first, n, ios, mix, seed)
 	local fd = open_dev(path)
-	local random = fault.rng(seed, 1000)
+	local random = require("luablk.filters.helpers").rng(seed, 1000)
 	local buf, want = posix.aligned(MAXB * BLOCK), posix.aligned(BLOCK)
 	local gens, r = {}, { failures = {}, bad = {}, reads = 0, writes = 0 }
 	for _ = 1, ios do

@@ -17,6 +17,11 @@ function M.shipped(modname)
 	return package.searchpath(modname, LUA_DIR .. "/?.lua")
 end
 
+-- The methods of the backend contract (README), the required ones first.
+-- Filters forward each one they do not implement (filters.wrap).
+M.REQUIRED = { "read_at", "write_at" }
+M.METHODS = { "read_at", "write_at", "flush", "discard", "write_zeroes", "close", "handoff" }
+
 -- {"path=/x", "ro"} -> { path = "/x", "ro" }: key=value pairs by key,
 -- everything else by position.
 function M.parse_args(list)
@@ -66,12 +71,12 @@ function M.validate(be, spec)
 	if type(be) ~= "table" then
 		error(("backend '%s' must return a table or a function returning one, not a %s"):format(spec, type(be)), 0)
 	end
-	for _, m in ipairs({ "read_at", "write_at" }) do
+	for _, m in ipairs(M.REQUIRED) do
 		if type(be[m]) ~= "function" then
 			error(("backend '%s' has no %s method"):format(spec, m), 0)
 		end
 	end
-	for _, m in ipairs({ "flush", "discard", "write_zeroes", "close", "handoff" }) do
+	for _, m in ipairs(M.METHODS) do
 		if be[m] ~= nil and type(be[m]) ~= "function" then
 			error(("backend '%s': %s must be a function"):format(spec, m), 0)
 		end

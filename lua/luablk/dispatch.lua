@@ -79,7 +79,7 @@ function M.make(be, batch, bufs, report)
 		if not fn then
 			return -EOPNOTSUPP
 		end
-		local ok, r = xpcall(fn, traceback, be, io.off, io.len)
+		local ok, r = xpcall(fn, traceback, be, io.off, io.len, io.flags)
 		return settle(ok, r, 0, what)
 	end
 
@@ -239,12 +239,19 @@ function M.prepare(spec, args, need)
 end
 
 -- Reload, step two: the new backend takes over and the old one is closed.
--- Returns the new batch function and close hook.
+-- Returns the new batch function and close hook. They are built before
+-- anything changes: if that raises, the host keeps calling the old batch
+-- function, so the old backend must stay open and current (the prepared
+-- one is dropped).
 function M.commit()
+	local ok, run, _, close = pcall(hooks, pending)
+	if not ok then
+		M.abort()
+		error(run, 0)
+	end
 	local old = current
 	current, pending = pending, nil
 	M.closer(old.be, old.report)()
-	local run, _, close = hooks(current)
 	return run, close
 end
 

@@ -107,15 +107,29 @@ describe("trace filter", function()
 		assert.same({ [0] = 200, [1] = 200 }, per)
 	end)
 
-	it("truncates the file unless append=1", function()
-		local be = trace(inner(), { path = path }, fake_dev())
+	-- Each device's queue has a Lua state of its own: a fresh copy of the
+	-- module stands for a new device.
+	local function fresh()
+		package.loaded["luablk.filters.trace"] = nil
+		return require("luablk.filters.trace")
+	end
+
+	it("truncates the file when a device starts, unless append=1", function()
+		local be = fresh()(inner(), { path = path }, fake_dev())
 		be:flush()
-		be = trace(inner(), { path = path, append = "1" }, fake_dev())
+		be = fresh()(inner(), { path = path, append = "1" }, fake_dev())
 		be:flush()
 		assert.equal(2, #lines(path))
-		be = trace(inner(), { path = path }, fake_dev())
+		be = fresh()(inner(), { path = path }, fake_dev())
 		be:flush()
 		assert.equal(1, #lines(path))
+	end)
+
+	it("keeps the lines when the filter is built again for the same device", function()
+		local new = fresh()
+		new(inner(), { path = path }, fake_dev()):flush()
+		new(inner(), { path = path }, fake_dev()):flush()
+		assert.equal(2, #lines(path))
 	end)
 
 	it("needs a path it can open", function()

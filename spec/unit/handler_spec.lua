@@ -4,7 +4,7 @@ local ffi = require("ffi")
 local luablk = require("luablk")
 local C = luablk.C
 
-local READ, WRITE, FLUSH = 0, 1, 2
+local READ, WRITE, FLUSH, WRITE_ZEROES = 0, 1, 2, 5
 
 local function create(backend, size, queues, args)
 	local cfg = ffi.new("struct luablk_config")
@@ -34,10 +34,11 @@ local function handler(dev, q)
 end
 
 -- Runs one IO through handler h and returns its result.
-local function run_io(h, op, off, len, tag)
+local function run_io(h, op, off, len, tag, flags)
 	tag = tag or 0
 	local b = C.luablk_handler_batch(h)
 	b[0].op, b[0].off, b[0].len, b[0].tag, b[0].result = op, off, len, tag, -5
+	b[0].flags = flags or 0
 	C.luablk_handler_run(h, 1)
 	return b[0].result, C.luablk_handler_buf(h, tag)
 end
@@ -102,6 +103,40 @@ describe("handlers", function()
 		assert.equal(2 ^ 20, #data)
 		assert.equal("hello", data:sub(4097, 4101))
 	end)
+
+	-- /tmp has FALLOC_FL_ZERO_RANGE here (ext4); tmpfs does not, and the
+	-- backend writes the zeros instead.
+	for _, where in ipairs({ "/tmp", "/dev/shm" }) do
+		it("file zeroes in place with NOUNMAP and punches a hole without, in " .. where, function()
+			local MiB = 2 ^ 20
+			local path = where .. "/luablk-zeroes-" .. ("%.0f"):format(tonumber(C.luablk_now_ns()))
+			local f = assert(io.open(path, "wb"))
+			f:write(("x"):rep(MiB))
+			f:close()
+			local function blocks()
+				local p = io.popen("stat -c %b " .. path)
+				local n = tonumber(p:read("*l"))
+				p:close()
+				return n
+			end
+			local full = blocks()
+			local dev = assert(create("file", MiB, 1, { "path=" .. path }))
+			local h = handler(dev, 0)
+			assert.equal(0, (run_io(h, WRITE_ZEROES, 0, MiB / 2, 0, C.LUABLK_IO_F_NOUNMAP)))
+			assert.equal(full, blocks())
+			local r, buf = run_io(h, READ, MiB / 2 - 4096, 8192)
+			assert.equal(8192, r)
+			assert.equal(("\0"):rep(4096) .. ("x"):rep(4096), ffi.string(buf, 8192))
+			assert.equal(0, (run_io(h, WRITE_ZEROES, MiB / 2, MiB / 2)))
+			assert.is_true(blocks() <= full / 2, "write-zeroes without NOUNMAP kept the blocks")
+			r, buf = run_io(h, READ, MiB - 4096, 4096)
+			assert.equal(4096, r)
+			assert.equal(("\0"):rep(4096), ffi.string(buf, 4096))
+			C.luablk_handler_free(h)
+			C.luablk_dev_close(dev, 0)
+			os.remove(path)
+		end)
+	end
 
 	it("refuses unknown backends, scripts that do not load, and bad factories", function()
 		local bad = os.tmpname()

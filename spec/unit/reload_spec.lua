@@ -3,8 +3,15 @@
 local ffi = require("ffi")
 local luablk = require("luablk")
 local C = luablk.C
+require("luablk.posix") -- declares getpid
 
 local READ, WRITE, DISCARD = 0, 1, 3
+
+if not pcall(function()
+	return ffi.C.setenv
+end) then
+	ffi.cdef("int setenv(const char *name, const char *value, int overwrite); int unsetenv(const char *name);")
+end
 
 -- Reads show which version serves and which one it took over from.
 local FIXTURE = "spec/kernel/backends/versioned.lua"
@@ -20,7 +27,7 @@ local function write_file(name, text)
 	return path
 end
 
-local function create(backend, queues, args)
+local function create(backend, queues, args, filters)
 	local cfg = ffi.new("struct luablk_config")
 	C.luablk_config_init(cfg)
 	cfg.backend = backend
@@ -30,6 +37,8 @@ local function create(backend, queues, args)
 	cfg.max_io = 65536
 	local argv = luablk.cstrings(args)
 	cfg.args, cfg.argc = argv, #(args or {})
+	local fl = luablk.cstrings(filters)
+	cfg.filters, cfg.nfilters = fl, #(filters or {})
 	local out = ffi.new("struct luablk_dev *[1]")
 	local rc = C.luablk_dev_create(cfg, out)
 	assert(rc == 0, ffi.string(C.luablk_last_error()))
@@ -91,6 +100,103 @@ describe("reload", function()
 		assert.is_true(dev:reload())
 		assert.same({ 2, 2 }, { version(dev, 1) })
 		assert.is_true(dev:close())
+	end)
+
+	it("keeps the old backend open and serving when the new batch function cannot be built", function()
+		local dev = create(path, 2, { "v=1" })
+		-- The JIT log is started while the batch function is built; a
+		-- directory that does not exist makes that raise.
+		ffi.C.setenv("LUABLK_JIT_LOG", dir .. "-no-such-dir", 1)
+		local ok = dev:reload({ args = { "v=2" } })
+		ffi.C.unsetenv("LUABLK_JIT_LOG")
+		assert.is_true(ok)
+		for q = 0, 1 do
+			assert.same({ 1, 0 }, { version(dev, q) })
+		end
+		-- what was closed is the prepared backend of each queue, not the old
+		assert.equal(2, closes(dev))
+		assert.is_true(dev:reload({ args = { "v=3" } }))
+		assert.same({ 3, 1 }, { version(dev, 1) })
+		assert.is_true(dev:close())
+	end)
+
+	it("keeps the trace file's earlier lines, also through a reload that is refused", function()
+		local trace = write_file("trace.jsonl", "")
+		local dev = create(path, 2, { "v=1" }, { "trace:path=" .. trace })
+		local function count()
+			local n = 0
+			for _ in io.lines(trace) do
+				n = n + 1
+			end
+			return n
+		end
+		assert.equal(512, (run_io(dev, 0, WRITE, 0, 512)))
+		assert.equal(512, (run_io(dev, 1, WRITE, 512, 512)))
+		assert.is_true(dev:reload({ args = { "v=2" } }))
+		assert.equal(2, count())
+		assert.equal(512, (run_io(dev, 1, WRITE, 0, 512)))
+		-- queue 0 builds its filter, queue 1 refuses: both keep the old one
+		local ok, err = dev:reload({ args = { "v=3", "fail_queue=1" } })
+		assert.is_nil(ok)
+		assert.matches("refusing queue 1", err)
+		assert.equal(2, (version(dev, 0)))
+		assert.equal(4, count())
+		assert.is_true(dev:close())
+		os.remove(trace)
+	end)
+
+	it("keeps the crash filter's unflushed writes", function()
+		local dev = create("mem", 1, nil, { "crash" })
+		local _, buf = run_io(dev, 0, READ, 0, 0)
+		ffi.fill(buf, 512, 0xab)
+		assert.equal(512, (run_io(dev, 0, WRITE, 0, 512)))
+		ffi.fill(buf, 512, 0)
+		assert.is_true(dev:reload())
+		local r, rbuf = run_io(dev, 0, READ, 0, 512)
+		assert.equal(512, r)
+		assert.equal(0xab, rbuf[511])
+		assert.is_true(dev:close())
+	end)
+
+	-- Options that let each shipped filter pass every IO through untouched.
+	local passing = {
+		fault = "fault:rate=0",
+		delay = "delay:ms=0",
+		crash = "crash",
+		trace = "trace:path=" .. dir .. "-trace.jsonl",
+		stats = "stats",
+	}
+	for _, name in ipairs(require("luablk.filters").SHIPPED) do
+		it("passes close and handoff through the " .. name .. " filter", function()
+			assert.is_string(passing[name], "no options for this shipped filter in the spec")
+			local dev = create(path, 1, { "v=1" }, { passing[name] })
+			assert.is_true(dev:reload({ args = { "v=2" } }))
+			assert.same({ 2, 1 }, { version(dev, 0) })
+			assert.equal(1, closes(dev))
+			assert.is_true(dev:close())
+			os.remove(dir .. "-trace.jsonl")
+		end)
+	end
+
+	it("leaks no fd over many reloads of a file behind a filter", function()
+		local img = write_file("fd.img", "")
+		local function fds()
+			local ls = io.popen("ls /proc/" .. ffi.C.getpid() .. "/fd")
+			local n = 0
+			for _ in ls:lines() do
+				n = n + 1
+			end
+			ls:close()
+			return n
+		end
+		local dev = create("file", 2, { "path=" .. img }, { "delay:ms=0" })
+		local before = fds()
+		for _ = 1, 200 do
+			assert.is_true(dev:reload())
+		end
+		assert.equal(before, fds())
+		assert.is_true(dev:close())
+		os.remove(img)
 	end)
 
 	it("reads a backend file from disk again", function()

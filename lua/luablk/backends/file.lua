@@ -1,8 +1,13 @@
 -- file: an image file or a block device, through pread/pwrite. Each queue
 -- opens its own fd and closes it in close(). flush is fdatasync, and the
 -- device advertises a volatile write cache so that flushes arrive.
--- Discard and write-zeroes become hole punching on a file and
--- BLKDISCARD/BLKZEROOUT on a block device. A regular file shorter than the
+-- Discard becomes hole punching on a file and BLKDISCARD on a block
+-- device. Write-zeroes punches a hole too, unless the IO carries
+-- LUABLK_IO_F_NOUNMAP (fallocate -z on the device): then the range is
+-- zeroed in place and stays allocated, so a later write cannot meet
+-- ENOSPC (FALLOC_FL_ZERO_RANGE, or written zeros where the file system
+-- lacks it, as tmpfs does). On a block device it is BLKZEROOUT, which
+-- never deallocates. A regular file shorter than the
 -- device is extended (sparsely); a shorter block device is refused.
 --
 -- Arguments: path=FILE (or the first bare argument), direct=1 for O_DIRECT
@@ -10,6 +15,7 @@
 local ffi = require("ffi")
 local posix = require("luablk.posix")
 local errno = require("luablk.errno")
+local C = require("luablk").C
 
 local BLKZEROOUT = 0x127f
 
@@ -47,6 +53,20 @@ local function block_ops(fd)
 	end
 end
 
+local ZEROS = 65536 -- bytes of the zero buffer written where ZERO_RANGE is missing
+
+-- Zeros [off, off + len) of fd by writing them.
+local function write_zeros(fd, zeros, off, len)
+	while len > 0 do
+		local n = math.min(len, ZEROS)
+		local ok, _, e = posix.pwrite(fd, zeros, n, off)
+		if not ok then
+			return -e
+		end
+		off, len = off + n, len - n
+	end
+end
+
 -- discard and write_zeroes for a file: deallocate or zero the range.
 local function file_ops(fd)
 	local function falloc(mode, off, len)
@@ -55,10 +75,23 @@ local function file_ops(fd)
 		end
 	end
 	local punch = bit.bor(posix.FALLOC_FL_PUNCH_HOLE, posix.FALLOC_FL_KEEP_SIZE)
+	local zero_range = bit.bor(posix.FALLOC_FL_ZERO_RANGE, posix.FALLOC_FL_KEEP_SIZE)
+	local NOUNMAP, EOPNOTSUPP, band = C.LUABLK_IO_F_NOUNMAP, -errno.EOPNOTSUPP, bit.band
+	local zeros -- made on the first write_zeroes that needs it
 	return function(_, off, len)
 		return falloc(punch, off, len)
-	end, function(_, off, len)
-		return falloc(punch, off, len)
+	end, function(_, off, len, flags)
+		if band(flags or 0, NOUNMAP) == 0 then
+			return falloc(punch, off, len)
+		end
+		if not zeros then
+			local r = falloc(zero_range, off, len)
+			if r ~= EOPNOTSUPP then
+				return r
+			end
+			zeros = ffi.new("uint8_t[?]", ZEROS)
+		end
+		return write_zeros(fd, zeros, off, len)
 	end
 end
 

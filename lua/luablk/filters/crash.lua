@@ -28,7 +28,8 @@
 -- while another queue writes into it would need a lock on the IO path.
 local ffi = require("ffi")
 local errno = require("luablk.errno")
-local fault = require("luablk.filters.fault")
+local filters = require("luablk.filters")
+local H = require("luablk.filters.helpers")
 local C = require("luablk").C
 
 local M = {}
@@ -70,13 +71,20 @@ M.CTL = "crash"
 local function shared_state(dev, bs)
 	local nblocks = dev.size / bs
 	local ctl = ffi.cast("struct luablk_crash_ctl *", dev:shared(M.CTL, ffi.sizeof("struct luablk_crash_ctl")))
-	ctl.magic, ctl.block_size, ctl.nblocks = MAGIC, bs, nblocks
-	ctl.lo, ctl.hi = nblocks, 0
+	-- A reload or recover builds the filter again over the same regions,
+	-- while the dirty map still holds unflushed blocks (and, for a reload,
+	-- the old instance still serves from it): only a fresh region starts
+	-- with an empty dirty range.
+	if ctl.magic ~= MAGIC then
+		ctl.block_size, ctl.nblocks = bs, nblocks
+		ctl.lo, ctl.hi = nblocks, 0
+		ctl.magic = MAGIC
+	end
 	return ctl, dev:shared("crash.data", dev.size), dev:shared("crash.dirty", nblocks)
 end
 
 local function parse(opts, dev)
-	fault.check_keys("crash", opts, { "tear", "seed" })
+	H.check_keys("crash", opts, { "tear", "seed" })
 	if (dev.queues or 1) > 1 then
 		error("needs a single queue (--queues 1): flushes and writes on different queues would race", 0)
 	end
@@ -86,8 +94,8 @@ local function parse(opts, dev)
 	end
 	return {
 		bs = bs,
-		tear = fault.number(opts, "tear", 0, 0, 1),
-		seed = fault.number(opts, "seed", 1, 0, 2 ^ 53),
+		tear = H.number(opts, "tear", 0, 0, 1),
+		seed = H.number(opts, "seed", 1, 0, 2 ^ 53),
 	}
 end
 
@@ -101,7 +109,7 @@ local function new(inner, opts, dev)
 	local ctl, data, dirty = shared_state(dev, bs)
 	local nblocks = ctl.nblocks
 	local frozen_p = ffi.cast("uint64_t *", ctl) + 1
-	local random = fault.rng(cfg.seed, dev.queue or 0)
+	local random = H.rng(cfg.seed, dev.queue or 0)
 	local read_at, write_at, inner_flush = inner.read_at, inner.write_at, inner.flush
 	local atomic_load, copy, fill, band = C.luablk_atomic_load, ffi.copy, ffi.fill, bit.band
 	local memchr, min, max = ffi.C.memchr, math.min, math.max
@@ -263,7 +271,7 @@ local function new(inner, opts, dev)
 	if inner.discard then
 		be.discard = zero
 	end
-	return be
+	return filters.wrap(inner, be)
 end
 
 setmetatable(M, {
@@ -273,9 +281,9 @@ setmetatable(M, {
 })
 
 local function control(target)
-	local p, err, release = fault.region(target, M.CTL)
+	local p, err, release = H.region(target, M.CTL)
 	if not p then
-		return nil, fault.missing("crash filter", err)
+		return nil, H.missing("crash filter", err)
 	end
 	local ctl = ffi.cast("struct luablk_crash_ctl *", p)
 	if ctl.magic ~= MAGIC then
@@ -291,7 +299,7 @@ local function count_dirty(target, ctl)
 	if hi <= lo then
 		return 0
 	end
-	local map, _, release = fault.region(target, "crash.dirty")
+	local map, _, release = H.region(target, "crash.dirty")
 	if not map then
 		return nil
 	end

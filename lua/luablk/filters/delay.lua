@@ -11,7 +11,8 @@
 -- queue are delayed one after another: ms=1 caps a queue near 1000 IOs
 -- per second whatever the depth. That models a device that serves one
 -- request at a time; add queues for concurrency.
-local fault = require("luablk.filters.fault")
+local filters = require("luablk.filters")
+local H = require("luablk.filters.helpers")
 local C = require("luablk").C
 
 local M = {
@@ -22,13 +23,13 @@ local M = {
 local KNOWN = { "op", "ms", "min", "max", "seed" }
 
 local function parse(opts)
-	fault.check_keys("delay", opts, KNOWN)
+	H.check_keys("delay", opts, KNOWN)
 	local cfg = {
-		ops = fault.parse_ops(opts.op),
-		ms = fault.number(opts, "ms", nil, 0, 3600e3),
-		min = fault.number(opts, "min", nil, 0, 3600e3),
-		max = fault.number(opts, "max", nil, 0, 3600e3),
-		seed = fault.number(opts, "seed", 1, 0, 2 ^ 53),
+		ops = H.parse_ops(opts.op),
+		ms = H.number(opts, "ms", nil, 0, 3600e3),
+		min = H.number(opts, "min", nil, 0, 3600e3),
+		max = H.number(opts, "max", nil, 0, 3600e3),
+		seed = H.number(opts, "seed", 1, 0, 2 ^ 53),
 	}
 	if cfg.ms and (cfg.min or cfg.max) then
 		error("give either ms= or min= and max=, not both", 0)
@@ -48,7 +49,7 @@ local function new(inner, opts, dev)
 	local cfg = parse(opts or {})
 	local sleep = M.sleep
 	local base, span = (cfg.ms or cfg.min) * 1e6, cfg.ms and 0 or (cfg.max - cfg.min) * 1e6
-	local random = fault.rng(cfg.seed, dev.queue or 0)
+	local random = H.rng(cfg.seed, dev.queue or 0)
 
 	local function wait()
 		local ns = base
@@ -60,7 +61,7 @@ local function new(inner, opts, dev)
 		end
 	end
 
-	local be = { caps = inner.caps }
+	local be = {}
 	local ops, read_at, write_at = cfg.ops, inner.read_at, inner.write_at
 	local slow_read, slow_write = ops.read, ops.write
 	be.read_at = function(_, buf, off, len, flags)
@@ -87,15 +88,15 @@ local function new(inner, opts, dev)
 	for _, name in ipairs({ "discard", "write_zeroes" }) do
 		local fn, slow = inner[name], ops[name]
 		if fn then
-			be[name] = function(_, off, len)
+			be[name] = function(_, off, len, flags)
 				if slow then
 					wait()
 				end
-				return fn(inner, off, len)
+				return fn(inner, off, len, flags)
 			end
 		end
 	end
-	return be
+	return filters.wrap(inner, be)
 end
 
 return setmetatable(M, {

@@ -22,11 +22,11 @@
 --
 -- The module is also the control API: set() flips the device's fault flag
 -- (from the serving process, or from any process by device id), log()
--- reads back the failed IOs, state() the counters. The other filters
--- share the small helpers at the bottom (ops, numbers, RNG, regions).
+-- reads back the failed IOs, state() the counters.
 local ffi = require("ffi")
 local errno = require("luablk.errno")
-local options = require("luablk.options")
+local filters = require("luablk.filters")
+local H = require("luablk.filters.helpers")
 local lb = require("luablk")
 
 local C = lb.C
@@ -48,9 +48,6 @@ end
 
 local M = {}
 
-M.OPS = { read = 0, write = 1, flush = 2, discard = 3, write_zeroes = 5 }
-M.OP_NAMES = { [0] = "read", "write", "flush", "discard", [5] = "write_zeroes" }
-
 local MAGIC = 0x6661756c74 -- "fault"
 local HEADER = 64 -- bytes before the first record
 -- Header words (uint64) of an instance region.
@@ -71,182 +68,23 @@ function M.region_name(name)
 end
 
 ------------------------------------------------------------------------
--- Helpers shared by the filters.
-
--- The value of opts[key] as a number (strings from the command line,
--- numbers from Lua), or default; raises a one-line message otherwise.
-function M.number(opts, key, default, lo, hi)
-	local v = opts[key]
-	if v == nil then
-		return default
-	end
-	local n = tonumber(v)
-	if not n or n ~= n then
-		error(("%s= must be a number, not '%s'"):format(key, tostring(v)), 0)
-	end
-	if (lo and n < lo) or (hi and n > hi) then
-		error(("%s= must be between %s and %s, not %s"):format(key, tostring(lo), tostring(hi), tostring(v)), 0)
-	end
-	return n
-end
-
--- A whole number of bytes, with K/M/G/T suffixes allowed.
-function M.bytes(opts, key)
-	local v = opts[key]
-	if v == nil or type(v) == "number" then
-		if v and (v < 0 or v % 1 ~= 0) then
-			error(("%s= must be a whole number of bytes, not %s"):format(key, v), 0)
-		end
-		return v
-	end
-	local n, err = options.size(tostring(v))
-	if not n then
-		error(key .. "=: " .. err, 0)
-	end
-	return n
-end
-
--- true for 1/"1"/true/"true"/"on", false for absent or 0/"0"/false/"off".
-function M.flag(opts, key)
-	local v = opts[key]
-	if v == nil or v == false or v == 0 or v == "0" or v == "false" or v == "off" then
-		return false
-	end
-	if v == true or v == 1 or v == "1" or v == "true" or v == "on" then
-		return true
-	end
-	error(("%s= must be 1 or 0, not '%s'"):format(key, tostring(v)), 0)
-end
-
--- "read+write" -> { read = true, write = true }; nil or "all" -> every op.
-function M.parse_ops(s)
-	local set = {}
-	if s == nil or s == "all" then
-		for name in pairs(M.OPS) do
-			set[name] = true
-		end
-		return set
-	end
-	for name in tostring(s):gmatch("[^+|]+") do
-		if name == "zeroes" then
-			name = "write_zeroes"
-		end
-		if not M.OPS[name] then
-			error(
-				("unknown op '%s' in op=%s (use read, write, flush, discard, write_zeroes, joined with +)"):format(
-					name,
-					tostring(s)
-				),
-				0
-			)
-		end
-		set[name] = true
-	end
-	if next(set) == nil then
-		error("op= is empty", 0)
-	end
-	return set
-end
-
--- Raises if opts holds a key that is not in known (a list of names).
-function M.check_keys(filter, opts, known)
-	local ok = {}
-	for _, k in ipairs(known) do
-		ok[k] = true
-	end
-	for k in pairs(opts) do
-		if not ok[k] then
-			table.sort(known)
-			error(("unknown option '%s' (%s takes %s)"):format(tostring(k), filter, table.concat(known, ", ")), 0)
-		end
-	end
-end
-
--- A seeded generator of doubles in [0, 1): xoshiro128** on 32-bit words
--- held in upvalues, so a draw is a few bit operations and allocates
--- nothing. stream (the queue number) selects an independent sequence.
-function M.rng(seed, stream)
-	local bxor, lshift, rol, tobit = bit.bxor, bit.lshift, bit.rol, bit.tobit
-	local x = (seed % 4294967296 + math.floor(seed / 4294967296) * 40503 + 2654435761 * ((stream or 0) + 1))
-		% 4294967296
-	local function lcg()
-		x = (x * 1664525 + 1013904223) % 4294967296
-		return tobit(x)
-	end
-	local s0, s1, s2, s3 = lcg(), lcg(), lcg(), lcg()
-	if bit.bor(s0, s1, s2, s3) == 0 then
-		s0 = 1
-	end
-	local function next_double()
-		local r = tobit(rol(tobit(s1 * 5), 7) * 9)
-		local t = lshift(s1, 9)
-		s2 = bxor(s2, s0)
-		s3 = bxor(s3, s1)
-		s1 = bxor(s1, s2)
-		s0 = bxor(s0, s3)
-		s2 = bxor(s2, t)
-		s3 = rol(s3, 11)
-		return (r % 4294967296) / 4294967296
-	end
-	for _ = 1, 8 do
-		next_double()
-	end
-	return next_double
-end
-
--- Region `name` of a target as a uint8_t pointer, its size and a release
--- function. target: a luablk Device, a backend's `dev`, or a device id
--- (mapped through /run/luablk/ID/NAME). Returns nil, message if absent.
-function M.region(target, name)
-	if type(target) == "number" then
-		local p, size = lb.shared_open(target, name)
-		if not p then
-			return nil, (tostring(size):gsub("^E%u+: ", ""))
-		end
-		return p, size, function()
-			lb.unmap(p, size)
-		end
-	end
-	if type(target) == "table" and type(target.shared) == "function" then
-		local ok, p, size = pcall(target.shared, target, name)
-		if not ok or not p then
-			return nil, ("no shared region '%s'"):format(name)
-		end
-		-- A backend's dev does not tell the size; its own region needs no
-		-- checking against it.
-		return p, size or math.huge, function() end
-	end
-	error("expected a luablk device, a backend's dev, or a device id", 3)
-end
-
--- The message for a region that is not there: what is missing, unless
--- the whole device is.
-function M.missing(what, err)
-	err = tostring(err)
-	if err:match("^device %d+ is not served") then
-		return err
-	end
-	return ("no %s on this device (%s)"):format(what, err)
-end
-
-------------------------------------------------------------------------
 -- The filter.
 
 local KNOWN = { "op", "rate", "from", "to", "flag", "nth", "after", "errno", "seed", "name", "log" }
 
 local function parse(opts)
-	M.check_keys("fault", opts, KNOWN)
+	H.check_keys("fault", opts, KNOWN)
 	local cfg = {
-		ops = M.parse_ops(opts.op),
-		rate = M.number(opts, "rate", 1, 0, 1),
-		from = M.bytes(opts, "from"),
-		to = M.bytes(opts, "to"),
-		flag = M.flag(opts, "flag"),
-		nth = M.number(opts, "nth", nil, 1),
-		after = M.number(opts, "after", nil, 0),
-		seed = M.number(opts, "seed", 1, 0, 2 ^ 53),
+		ops = H.parse_ops(opts.op),
+		rate = H.number(opts, "rate", 1, 0, 1),
+		from = H.bytes(opts, "from"),
+		to = H.bytes(opts, "to"),
+		flag = H.flag(opts, "flag"),
+		nth = H.number(opts, "nth", nil, 1),
+		after = H.number(opts, "after", nil, 0),
+		seed = H.number(opts, "seed", 1, 0, 2 ^ 53),
 		name = opts.name and tostring(opts.name),
-		log = M.number(opts, "log", 65536, 1, 2 ^ 24),
+		log = H.number(opts, "log", 65536, 1, 2 ^ 24),
 	}
 	local e = opts.errno == nil and errno.EIO or errno.number(tostring(opts.errno))
 	if not e or e % 1 ~= 0 or e < 1 or e > 4095 then
@@ -283,7 +121,7 @@ function M.new(inner, opts, dev)
 	local words, records, flag_word = shared_state(dev, cfg)
 	local matched_p, failed_p = words + W_MATCHED, words + W_FAILED
 	local capacity, err, queue = cfg.log, cfg.errno, dev.queue or 0
-	local rate, random = cfg.rate, M.rng(cfg.seed, queue)
+	local rate, random = cfg.rate, H.rng(cfg.seed, queue)
 	local ranged, from, to = cfg.from ~= nil, cfg.from, cfg.to
 	local use_flag, nth, after = cfg.flag, cfg.nth, cfg.after
 	local counting = nth ~= nil or after ~= nil
@@ -318,7 +156,7 @@ function M.new(inner, opts, dev)
 	end
 
 	local ops = cfg.ops
-	local be = { caps = inner.caps }
+	local be = {}
 	local read_at, write_at = inner.read_at, inner.write_at
 	local fail_read, fail_write = ops.read, ops.write
 	be.read_at = function(_, buf, off, len, flags)
@@ -343,17 +181,17 @@ function M.new(inner, opts, dev)
 		end
 	end
 	for _, name in ipairs({ "discard", "write_zeroes" }) do
-		local fn, selected, op = inner[name], ops[name], M.OPS[name]
+		local fn, selected, op = inner[name], ops[name], H.OPS[name]
 		if fn then
-			be[name] = function(_, off, len)
+			be[name] = function(_, off, len, flags)
 				if selected and hit(off, len, true) then
 					return fail(op, off, len)
 				end
-				return fn(inner, off, len)
+				return fn(inner, off, len, flags)
 			end
 		end
 	end
-	return be
+	return filters.wrap(inner, be)
 end
 
 setmetatable(M, {
@@ -367,9 +205,9 @@ setmetatable(M, {
 
 -- The device's control words and a release function, or nil, message.
 local function control(target)
-	local p, size, release = M.region(target, M.CTL)
+	local p, size, release = H.region(target, M.CTL)
 	if not p then
-		return nil, M.missing("fault filter", size)
+		return nil, H.missing("fault filter", size)
 	end
 	local words = ffi.cast("uint64_t *", p)
 	if size < CTL_SIZE or words[CTL_MAGIC] ~= CTL_MAGIC_VALUE then
@@ -402,9 +240,9 @@ function M.get(target)
 end
 
 local function instance(target, name)
-	local p, size, release = M.region(target, M.region_name(name))
+	local p, size, release = H.region(target, M.region_name(name))
 	if not p then
-		return nil, M.missing(name and ("fault filter named " .. name) or "fault filter", size)
+		return nil, H.missing(name and ("fault filter named " .. name) or "fault filter", size)
 	end
 	local words = ffi.cast("uint64_t *", p)
 	-- Another process's region: its header must agree with its size.
@@ -456,7 +294,7 @@ function M.log(target, name)
 		if tonumber(r.seq) == seq then
 			out[#out + 1] = {
 				seq = seq,
-				op = M.OP_NAMES[r.op] or tostring(r.op),
+				op = H.OP_NAMES[r.op] or tostring(r.op),
 				off = r.off,
 				len = r.len,
 				errno = r.err,

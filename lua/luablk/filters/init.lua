@@ -3,7 +3,10 @@
 -- A filter module (luablk/filters/NAME.lua) returns a function
 --   (inner, opts, dev) -> backend table
 -- where inner is the backend table it wraps, opts the table parsed from
--- "NAME:key=value,key=value", and dev the queue's device object.
+-- "NAME:key=value,key=value", and dev the queue's device object. Build
+-- the table with M.wrap, so that every method the filter does not
+-- implement (close and handoff above all) still reaches the inner backend.
+-- luablk.filters.helpers has what the shipped filters share.
 --
 -- From the command line: luablk add mem --filter delay:ms=1 --filter fault:rate=0.1
 -- wraps mem in delay, then that in fault (each --filter wraps the result so
@@ -13,6 +16,11 @@
 local backend = require("luablk.backend")
 
 local M = {}
+
+M.SHIPPED = { "fault", "delay", "crash", "trace", "stats" }
+
+-- Modules in luablk/filters/ that are not filters.
+local NOT_FILTERS = { init = true, helpers = true }
 
 -- "fault:op=write,rate=0.1" -> "fault", { op = "write", rate = "0.1" }
 function M.parse(spec)
@@ -34,7 +42,7 @@ end
 -- The filter function for a name, or raises a clear error.
 function M.load(name)
 	local modname = "luablk.filters." .. name
-	if not name:match("^[%w_%-]+$") or name == "init" or not backend.shipped(modname) then
+	if not name:match("^[%w_%-]+$") or NOT_FILTERS[name] or not backend.shipped(modname) then
 		error(("unknown filter '%s'"):format(name), 0)
 	end
 	return require(modname)
@@ -65,15 +73,19 @@ function M.keep_params(outer, inner)
 	return outer
 end
 
--- A new backend table that forwards every method inner has (and only
--- those, so capabilities stay accurate), with `over` replacing some.
+-- The base of a filter: a new backend table that forwards every method of
+-- the contract (backend.METHODS) that inner has, and only those, so
+-- capabilities stay accurate; the entries of `over` replace or add some.
+-- A filter that replaces close or handoff calls inner's itself.
 function M.wrap(inner, over)
 	local be = { caps = inner.caps, params = inner.params }
-	for _, m in ipairs({ "read_at", "write_at", "flush", "discard", "write_zeroes", "close", "handoff" }) do
+	for _, m in ipairs(backend.METHODS) do
 		local fn = inner[m]
 		if fn then
-			be[m] = function(_, ...)
-				return fn(inner, ...)
+			-- Fixed arguments rather than varargs, for the JIT; four is the
+			-- most any method takes (buf, off, len, flags).
+			be[m] = function(_, a, b, c, d)
+				return fn(inner, a, b, c, d)
 			end
 		end
 	end

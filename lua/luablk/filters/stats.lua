@@ -11,7 +11,8 @@
 -- are doubles: exact up to 2^53, and plain Lua arithmetic on the IO path
 -- (64-bit integer cdata would box in the interpreter).
 local ffi = require("ffi")
-local fault = require("luablk.filters.fault")
+local filters = require("luablk.filters")
+local H = require("luablk.filters.helpers")
 local C = require("luablk").C
 
 local M = {}
@@ -51,7 +52,7 @@ end
 local function slots(region, q)
 	local base = ffi.cast("struct luablk_stats_op *", region + HEADER) + q * NOPS
 	local out = {}
-	for _, op in pairs(fault.OPS) do
+	for _, op in pairs(H.OPS) do
 		out[op] = base + op
 	end
 	return out
@@ -81,7 +82,7 @@ end
 M.bucket = bucket
 
 local function new(inner, opts, dev)
-	fault.check_keys("stats", opts, { "name" })
+	H.check_keys("stats", opts, { "name" })
 	if opts.name and not tostring(opts.name):match("^[%w_%-]+$") then
 		error(("name= must be letters, digits, '_' or '-', not '%s'"):format(tostring(opts.name)), 0)
 	end
@@ -113,7 +114,7 @@ local function new(inner, opts, dev)
 		return r
 	end
 
-	local be = { caps = inner.caps }
+	local be = {}
 	local read_at, write_at = inner.read_at, inner.write_at
 	local s_read, s_write = mine[0], mine[1]
 	be.read_at = function(_, buf, off, len, flags)
@@ -132,15 +133,15 @@ local function new(inner, opts, dev)
 		end
 	end
 	for _, name in ipairs({ "discard", "write_zeroes" }) do
-		local fn, s = inner[name], mine[fault.OPS[name]]
+		local fn, s = inner[name], mine[H.OPS[name]]
 		if fn then
-			be[name] = function(_, off, len)
+			be[name] = function(_, off, len, flags)
 				local t0 = tonumber(now())
-				return done(s, len, t0, pcall(fn, inner, off, len))
+				return done(s, len, t0, pcall(fn, inner, off, len, flags))
 			end
 		end
 	end
-	return be
+	return filters.wrap(inner, be)
 end
 
 setmetatable(M, {
@@ -155,9 +156,9 @@ setmetatable(M, {
 -- Totals over every queue: { queues, uptime_s, ops = { read = { count,
 -- bytes, errors, lat_ns, hist = {...} }, ... } }, or nil, message.
 function M.read(target, name)
-	local p, size, release = fault.region(target, M.region_name(name))
+	local p, size, release = H.region(target, M.region_name(name))
 	if not p then
-		return nil, fault.missing("stats filter", size)
+		return nil, H.missing("stats filter", size)
 	end
 	local hdr = ffi.cast("struct luablk_stats_header *", p)
 	-- Another process's region: its header must agree with its size.
@@ -171,7 +172,7 @@ function M.read(target, name)
 		uptime_s = (tonumber(C.luablk_now_ns()) - tonumber(hdr.start_ns)) / 1e9,
 		ops = {},
 	}
-	for opname, op in pairs(fault.OPS) do
+	for opname, op in pairs(H.OPS) do
 		local t = { count = 0, bytes = 0, errors = 0, lat_ns = 0, hist = {} }
 		for b = 1, M.BUCKETS do
 			t.hist[b] = 0

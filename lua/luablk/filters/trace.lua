@@ -8,7 +8,8 @@
 -- lat_ns the time the inner backend took. scripts/replay.lua re-issues a
 -- trace against a device.
 --
--- Options: path= (required), append=1 to keep what the file holds.
+-- Options: path= (required), append=1 to keep what the file holds when
+-- the device starts (a reload always keeps it).
 --
 -- Every queue appends to the same file (O_APPEND) with one write() per
 -- line, so lines from different queues never interleave inside a line;
@@ -18,7 +19,8 @@
 -- the process being killed.
 local ffi = require("ffi")
 local posix = require("luablk.posix")
-local fault = require("luablk.filters.fault")
+local filters = require("luablk.filters")
+local H = require("luablk.filters.helpers")
 local errno = require("luablk.errno")
 local C = require("luablk").C
 
@@ -40,27 +42,35 @@ local LINE_MAX = 256
 -- snprintf, rather than a digit loop in Lua, keeps the path loop-free.
 local FORMAT = '{"ts":%.0f,"q":%.0f,"op":"%s","off":%.0f,"len":%.0f,"flags":%.0f,"res":%.0f,"lat_ns":%.0f}\n'
 
+-- Paths this queue's Lua state has opened. The state lives as long as the
+-- device, and the filter is built again in it by every reload, including
+-- one that is then aborted while the old instance goes on writing: only
+-- the first open truncates, so a reload keeps the lines before it.
+local opened = {}
+
 local function new(inner, opts, dev)
-	fault.check_keys("trace", opts, { "path", "append" })
+	H.check_keys("trace", opts, { "path", "append" })
 	local path = opts.path
 	if not path or path == "" then
 		error("give the output file: --filter trace:path=FILE", 0)
 	end
+	path = tostring(path)
 	local flags = posix.O_WRONLY + posix.O_CREAT + O_APPEND
-	if not fault.flag(opts, "append") then
+	if not H.flag(opts, "append") and not opened[path] then
 		-- Every queue opens the file before any IO, so truncating in each
 		-- loses nothing.
 		flags = flags + posix.O_TRUNC
 	end
-	local fd, err = posix.open(tostring(path), flags, 420)
+	local fd, err = posix.open(path, flags, 420)
 	if not fd then
 		error(err, 0)
 	end
+	opened[path] = true
 
 	local buf = ffi.new("char[?]", LINE_MAX)
 	local write, snprintf, now, tonumber = ffi.C.write, ffi.C.snprintf, C.luablk_now_ns, tonumber
 	local queue, EIO = dev.queue or 0, errno.EIO
-	local OP = fault.OP_NAMES
+	local OP = H.OP_NAMES
 	local warned = false
 
 	-- What the application sees for a call's outcome (as dispatch maps it).
@@ -88,10 +98,19 @@ local function new(inner, opts, dev)
 		return r
 	end
 
-	-- The queue's Lua state is closed with the device: close the fd then.
-	local be = { caps = inner.caps, trace_fd = ffi.gc(ffi.new("int[1]", fd), function(p)
+	-- Closed by close(), or by the collector for an instance nobody closes.
+	local fd_box = ffi.gc(ffi.new("int[1]", fd), function(p)
 		posix.close(p[0])
-	end) }
+	end)
+	local be = { trace_fd = fd_box }
+	local inner_close = inner.close
+	be.close = function()
+		posix.close(fd_box[0])
+		ffi.gc(fd_box, nil)
+		if inner_close then
+			return inner_close(inner)
+		end
+	end
 	local read_at, write_at = inner.read_at, inner.write_at
 	be.read_at = function(_, b, off, len, fl)
 		local t0 = tonumber(now())
@@ -109,15 +128,15 @@ local function new(inner, opts, dev)
 		end
 	end
 	for _, name in ipairs({ "discard", "write_zeroes" }) do
-		local fn, op = inner[name], fault.OPS[name]
+		local fn, op = inner[name], H.OPS[name]
 		if fn then
-			be[name] = function(_, off, len)
+			be[name] = function(_, off, len, fl)
 				local t0 = tonumber(now())
-				return record(op, off, len, 0, 0, t0, pcall(fn, inner, off, len))
+				return record(op, off, len, fl or 0, 0, t0, pcall(fn, inner, off, len, fl))
 			end
 		end
 	end
-	return be
+	return filters.wrap(inner, be)
 end
 
 return new

@@ -4,7 +4,8 @@
 -- slow reads begun (word 1). It can
 -- be told to fail in its factory on one queue (fail_queue=Q) or in its
 -- handoff (bad_handoff=error|number), and to take slow_ms milliseconds
--- over a read at byte offset slow_at.
+-- over a read at byte offset slow_at. Once closed, it fails reads with
+-- EBADF, as a backend whose fd is gone would.
 local ffi = require("ffi")
 
 return function(dev, args, handoff)
@@ -16,8 +17,12 @@ return function(dev, args, handoff)
 	local from = handoff and handoff.v or 0
 	local slow_at, slow_ns = tonumber(args.slow_at or -1), tonumber(args.slow_ms or 0) * 1e6
 	local C = require("luablk").C
+	local closed = false
 	return {
 		read_at = function(_, buf, off, len)
+			if closed then
+				return -9
+			end
 			if off == slow_at then
 				closes[1] = closes[1] + 1
 				C.luablk_sleep_ns(slow_ns)
@@ -35,6 +40,7 @@ return function(dev, args, handoff)
 			return { v = v }
 		end,
 		close = function()
+			closed = true
 			closes[0] = closes[0] + 1
 		end,
 	}
