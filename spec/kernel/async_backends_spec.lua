@@ -56,6 +56,110 @@ describe("an async backend", function()
 		stop(pid, path)
 	end)
 
+	for _, direct in ipairs({ "0", "1" }) do
+		it("file (direct=" .. direct .. ") serves fio crc32c verify at QD128 on 2 queues", function()
+			local img = os.tmpname()
+			u.sh({ "truncate", "-s", "16M", img })
+			local pid, path =
+				u.start_add({ "file", "--size", "16M", "--queues", "2", "--", "path=" .. img, "direct=" .. direct })
+			assert(path, "luablk add printed no device")
+			local _, finish = fio_verify(path, {})
+			finish()
+			stop(pid, path)
+			os.remove(img)
+		end)
+	end
+
+	it("file keeps ext4 with fsync-heavy work intact across a restart, and e2fsck finds it clean", function()
+		local img, mnt = os.tmpname(), os.tmpname()
+		os.remove(mnt)
+		u.sh({ "truncate", "-s", "64M", img })
+		u.sh({ "mkfs.ext4", "-q", "-F", img })
+		local function serve()
+			local pid, path = u.start_add({ "file", "--size", "64M", "--queues", "2", "--", "path=" .. img })
+			assert(path, "luablk add printed no device")
+			return pid, path
+		end
+		local pid, path = serve()
+		u.sh({ "mkdir", "-p", mnt })
+		u.sh({ "mount", path, mnt })
+		local ok, err = pcall(function()
+			-- Four writers, each fsyncing every file, in parallel.
+			u.sh({
+				"sh",
+				"-c",
+				'for w in 1 2 3 4; do (for i in $(seq 1 40); do '
+					.. 'dd if=/dev/urandom of="$1/w$w-$i" bs=16k count=4 conv=fsync status=none || exit 1; '
+					.. 'done) & done; wait; cd "$1" && sha256sum w* > ../sums-$$ && mv ../sums-$$ sums',
+				"writers",
+				mnt,
+			})
+		end)
+		local sums = posix.read_file(mnt .. "/sums")
+		u.run({ "umount", mnt })
+		stop(pid, path)
+		assert(ok, err)
+		assert.is_truthy(sums)
+		u.sh({ "e2fsck", "-f", "-n", img })
+		pid, path = serve()
+		u.sh({ "mount", path, mnt })
+		local status, out = u.run({ "sh", "-c", 'cd "$1" && sha256sum -c --quiet sums', "check", mnt })
+		u.run({ "umount", mnt })
+		stop(pid, path)
+		u.sh({ "rmdir", mnt })
+		os.remove(img)
+		assert.equal(0, status, out)
+	end)
+
+	it("keeps fault, stats and trace exact in front of async file", function()
+		local img, trace = os.tmpname(), os.tmpname()
+		u.sh({ "truncate", "-s", "16M", img })
+		local pid, path = u.start_add({
+			"file",
+			"--size",
+			"16M",
+			"--filter",
+			"trace:path=" .. trace,
+			"--filter",
+			"stats",
+			"--filter",
+			-- Far from where the kernel and udev probe the new device.
+			"fault:op=read,from=8M,to=9M,nth=5,errno=EIO",
+			"--",
+			"path=" .. img,
+		})
+		assert(path, "luablk add printed no device")
+		local status = u.run({ "dd", "if=/dev/zero", "of=" .. path, "bs=4k", "count=64", "oflag=direct", "status=none" })
+		assert.equal(0, status)
+		local _, out = u.run({ u.luablk_bin, "stats", tostring(id_of(path)), "--json", "--interval", "0.1" })
+		local st = require("cjson").decode(out)
+		assert.is_true(st.ops.write.count >= 64)
+		-- The fifth read fails, exactly once.
+		local fails = 0
+		for i = 1, 8 do
+			local s = u.run({
+				"dd",
+				"if=" .. path,
+				"of=/dev/null",
+				"bs=4k",
+				"count=1",
+				"skip=" .. (2048 + i),
+				"iflag=direct",
+				"status=none",
+			})
+			fails = fails + (s ~= 0 and 1 or 0)
+		end
+		assert.equal(1, fails)
+		stop(pid, path)
+		local lines = 0
+		for _ in (posix.read_file(trace) or ""):gmatch("\n") do
+			lines = lines + 1
+		end
+		assert.is_true(lines >= 64 + 8)
+		os.remove(img)
+		os.remove(trace)
+	end)
+
 	it("serves fio verify with --user-copy", function()
 		local pid, path = u.start_add({ ASYNC_MEM, "--size", "16M", "--user-copy", "--", "max_us=2000" })
 		assert(path, "luablk add printed no device")

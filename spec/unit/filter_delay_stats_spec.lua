@@ -51,6 +51,14 @@ describe("delay filter", function()
 		assert.is_nil(be.discard)
 	end)
 
+	it("is async, so each IO waits on its own timer, unless serial=1", function()
+		assert.is_true(delay(inner(), { ms = 1 }, fake_dev()).async)
+		assert.is_falsy(delay(inner(), { ms = 1, serial = 1 }, fake_dev()).async)
+		local async_inner = inner()
+		async_inner.async = true
+		assert.is_true(delay(async_inner, { ms = 1, serial = 1 }, fake_dev()).async)
+	end)
+
 	it("draws min..max from the seed", function()
 		local function run(seed)
 			slept = {}

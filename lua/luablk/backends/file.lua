@@ -11,8 +11,15 @@
 -- device is extended (sparsely); a shorter block device is refused.
 --
 -- Arguments: path=FILE (or the first bare argument), direct=1 for O_DIRECT
--- (IO buffers are page aligned, so any block device accepts them).
+-- (IO buffers are page aligned, so any block device accepts them),
+-- async=0 to serve one IO at a time per queue.
+--
+-- Reads, writes, flushes and the file's fallocate calls go through
+-- luablk.aio: the backend is async (docs/async.md), so a queue keeps many
+-- IOs in flight on its own io_uring; with async=0 the same calls block,
+-- as plain pread/pwrite would. The block device ioctls always block.
 local ffi = require("ffi")
+local aio = require("luablk.aio")
 local posix = require("luablk.posix")
 local errno = require("luablk.errno")
 local C = require("luablk").C
@@ -53,15 +60,31 @@ local function block_ops(fd)
 	end
 end
 
+-- Moves len bytes with an aio call, resuming after a short transfer;
+-- returns the bytes moved (fewer only at the end of a file) or -errno.
+local function full(op, fd, buf, len, off, flags)
+	local done = 0
+	while done < len do
+		local n = op(fd, buf + done, len - done, off + done, flags)
+		if n < 0 then
+			return n
+		elseif n == 0 then
+			break
+		end
+		done = done + n
+	end
+	return done
+end
+
 local ZEROS = 65536 -- bytes of the zero buffer written where ZERO_RANGE is missing
 
 -- Zeros [off, off + len) of fd by writing them.
 local function write_zeros(fd, zeros, off, len)
 	while len > 0 do
 		local n = math.min(len, ZEROS)
-		local ok, _, e = posix.pwrite(fd, zeros, n, off)
-		if not ok then
-			return -e
+		local r = full(aio.write, fd, zeros, n, off)
+		if r < 0 then
+			return r
 		end
 		off, len = off + n, len - n
 	end
@@ -70,8 +93,9 @@ end
 -- discard and write_zeroes for a file: deallocate or zero the range.
 local function file_ops(fd)
 	local function falloc(mode, off, len)
-		if ffi.C.fallocate(fd, mode, off, len) ~= 0 then
-			return -ffi.errno()
+		local r = aio.fallocate(fd, mode, off, len)
+		if r < 0 then
+			return r
 		end
 	end
 	local punch = bit.bor(posix.FALLOC_FL_PUNCH_HOLE, posix.FALLOC_FL_KEEP_SIZE)
@@ -113,10 +137,11 @@ return function(dev, args)
 		-- Writes land in a page cache or a device cache: say so, so that
 		-- the filesystem on top sends FLUSH when it needs durability.
 		caps = { write_cache = true },
+		async = args.async ~= "0",
 		read_at = function(_, buf, off, len)
-			local n, _, e = posix.pread(fd, buf, len, off)
-			if not n then
-				return -e
+			local n = full(aio.read, fd, buf, len, off)
+			if n < 0 then
+				return n
 			end
 			if n < len then
 				if is_block then
@@ -126,18 +151,18 @@ return function(dev, args)
 			end
 		end,
 		write_at = function(_, buf, off, len)
-			local n, _, e = posix.pwrite(fd, buf, len, off)
-			if not n then
-				return -e
+			local n = full(aio.write, fd, buf, len, off)
+			if n < 0 then
+				return n
 			end
 			if n < len then
 				return -errno.ENOSPC
 			end
 		end,
 		flush = function()
-			local ok, _, e = posix.fdatasync(fd)
-			if not ok then
-				return -e
+			local r = aio.fsync(fd, true)
+			if r < 0 then
+				return r
 			end
 		end,
 		discard = discard,

@@ -161,7 +161,10 @@ local function new(inner, opts, dev)
 		end
 	end
 
-	local be = { caps = { write_cache = true, fua = true } }
+	-- Never async: the write-back walks the volatile layer, and another
+	-- IO of the queue must not change it while an inner write waits. An
+	-- async inner backend's waits simply block here (luablk.aio).
+	local be = { caps = { write_cache = true, fua = true }, async = false }
 
 	be.write_at = function(_, buf, off, len, flags)
 		if frozen() then

@@ -78,7 +78,9 @@ end
 -- capabilities stay accurate; the entries of `over` replace or add some.
 -- A filter that replaces close or handoff calls inner's itself.
 function M.wrap(inner, over)
-	local be = { caps = inner.caps, params = inner.params }
+	-- An async inner backend makes the filter async too: its methods then
+	-- run in the scheduler's coroutines, and the inner waits yield.
+	local be = { caps = inner.caps, params = inner.params, async = inner.async }
 	for _, m in ipairs(backend.METHODS) do
 		local fn = inner[m]
 		if fn then
