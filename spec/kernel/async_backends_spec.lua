@@ -256,6 +256,32 @@ describe("an async backend", function()
 		assert(ok, err)
 	end)
 
+	it("is recovered after SIGKILL under fio verify (--reissue): no IO lost or doubled", function()
+		local pid, line = u.start_add({
+			ASYNC_MEM,
+			"--size",
+			"16M",
+			"--queues",
+			"2",
+			"--recoverable",
+			"--reissue",
+			"--json",
+			"--",
+			"max_us=20000",
+		})
+		assert(line, "luablk add printed no device")
+		local info = require("cjson").decode(line)
+		local _, finish = fio_verify(info.path, {})
+		u.sleep(2)
+		ffi.C.kill(pid, SIGKILL)
+		luablk.wait(pid)
+		local pid2, line2 =
+			u.start_cli("recover", { tostring(info.id), ASYNC_MEM, "--json", "--", "max_us=20000" })
+		assert(line2, "luablk recover printed no device")
+		finish()
+		stop(pid2, info.path)
+	end)
+
 	it("is reloaded under fio verify: the IOs in flight drain, none is lost", function()
 		local pid, path = u.start_add({ ASYNC_MEM, "--size", "16M", "--queues", "2", "--", "max_us=3000" })
 		assert(path, "luablk add printed no device")
