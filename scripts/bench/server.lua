@@ -111,6 +111,14 @@ local ROWS = {
 	row("S5", "mem randread 512k", { "mem" }, job("randread", "512k", 16)),
 	row("S5", "mem --user-copy randread 512k", { "mem", "--user-copy" }, job("randread", "512k", 16),
 		{ base = "mem randread 512k" }),
+	-- S8 delay: a timer per IO (an async filter) adds latency without
+	-- capping throughput. Target: at QD32, more than 20x the IOPS of QD1;
+	-- serial=1, one sleep at a time in the queue thread, shows the old cap.
+	row("S8", "mem + delay:ms=1 qd1", { "mem", "--filter", "delay:ms=1" }, job("randread", "4k", 1)),
+	row("S8", "mem + delay:ms=1 qd32", { "mem", "--filter", "delay:ms=1" }, job("randread", "4k", 32),
+		{ base = "mem + delay:ms=1 qd1", metric = "iops", above = 20 }),
+	row("S8", "mem + delay:ms=1,serial=1 qd32", { "mem", "--filter", "delay:ms=1,serial=1" },
+		job("randread", "4k", 32), { base = "mem + delay:ms=1 qd1", metric = "iops" }),
 }
 
 -- The size of VM a scenario wants when it runs in one (--guest-cpus);
