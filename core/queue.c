@@ -7,6 +7,9 @@
  * turn drains every ready completion into the batch array, runs the whole
  * batch through the handler in one call, queues one COMMIT_AND_FETCH_REQ
  * per IO, and enters the kernel once to submit them and wait for more.
+ * An async backend's waits (aio.c) complete on the same ring: their
+ * completions go to the turn's wake array, the same call resumes them,
+ * and the IOs the backend parks are committed when it reports them done.
  * Between two turns a live reload may park the thread (reload.c).
  */
 #define _GNU_SOURCE
