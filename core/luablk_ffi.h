@@ -61,6 +61,7 @@ enum {
 	/* luablk_dev_declare() ops: the optional methods a backend has */
 	LUABLK_HAS_DISCARD = 1,
 	LUABLK_HAS_WRITE_ZEROES = 2,
+	LUABLK_HAS_FLUSH = 4,
 
 	/* luablk_dev_close() flags */
 	LUABLK_CLOSE_ASYNC = 1, /* DEL_DEV_ASYNC: do not wait for openers */
@@ -314,7 +315,10 @@ int luablk_dev_params(const struct luablk_dev *dev, struct luablk_params *out);
  * while it loads queue 0's backend, before the kernel is involved; the
  * device's parameters are then recomputed and checked. Once the device is
  * added it changes nothing and only checks that the declaration gives the
- * same parameters. Returns 0, or -EINVAL / -EBUSY (see luablk_last_error).
+ * same parameters. A write cache needs LUABLK_HAS_FLUSH, and FUA needs the
+ * backend to declare LUABLK_ATTR_FUA itself: the configuration cannot
+ * force either onto a backend that would not honour it. Returns 0, or
+ * -EINVAL / -EBUSY (see luablk_last_error).
  */
 int luablk_dev_declare(struct luablk_dev *dev,
 		       const struct luablk_params *declared, uint32_t ops);

@@ -187,6 +187,30 @@ static int check_ops(const struct luablk_params *g, uint32_t ops,
 	return 0;
 }
 
+/*
+ * A write cache or FUA the device would advertise for a backend that does
+ * not honour it: every FLUSH would fail, or a FUA write would be
+ * acknowledged before it is durable.
+ */
+static int check_cache(const struct luablk_params *p,
+		       const struct luablk_params *declared, uint32_t ops,
+		       const char *backend)
+{
+	if ((p->attrs & LUABLK_ATTR_WRITE_CACHE) && !(ops & LUABLK_HAS_FLUSH))
+		return lb_fail(-EINVAL,
+			       "backend '%s' has no flush method, so it cannot "
+			       "have a write cache (--write-cache)",
+			       backend);
+	if ((p->attrs & LUABLK_ATTR_FUA) &&
+	    !(declared->attrs & LUABLK_ATTR_FUA))
+		return lb_fail(-EINVAL,
+			       "backend '%s' does not declare caps.fua, so its "
+			       "writes are not durable on return and FUA "
+			       "(--fua) does not apply",
+			       backend);
+	return 0;
+}
+
 int luablk_dev_declare(struct luablk_dev *dev,
 		       const struct luablk_params *declared, uint32_t ops)
 {
@@ -207,7 +231,8 @@ int luablk_dev_declare(struct luablk_dev *dev,
 	}
 	lb_params_resolve(&cfg->params, cfg->flags, declared, ops, &p);
 	if (lb_params_check(&p, cfg->max_io) < 0 ||
-	    lb_params_check_size(&p, cfg->size) < 0)
+	    lb_params_check_size(&p, cfg->size) < 0 ||
+	    check_cache(&p, declared, ops, dev->backend) < 0)
 		return -EINVAL;
 	if (dev->added) {
 		if (memcmp(&p, &dev->params, sizeof(p)))

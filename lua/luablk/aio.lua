@@ -14,20 +14,16 @@ local ffi = require("ffi")
 local errno = require("luablk.errno")
 
 ffi.cdef([[
-ssize_t pwritev2(int fd, const struct iovec *iov, int iovcnt, int64_t off, int flags);
 int poll(struct pollfd *fds, unsigned long nfds, int timeout);
 int connect(int fd, const void *addr, uint32_t len);
 ssize_t send(int fd, const void *buf, size_t len, int flags);
 ssize_t recv(int fd, void *buf, size_t len, int flags);
 ssize_t read(int fd, void *buf, size_t count);
 ]])
-if not pcall(ffi.typeof, "struct iovec") then
-	ffi.cdef("struct iovec { void *iov_base; size_t iov_len; };")
-end
 if not pcall(ffi.typeof, "struct pollfd") then
 	ffi.cdef("struct pollfd { int fd; short events; short revents; };")
 end
-require("luablk.posix") -- pread, pwrite, fsync, fdatasync, fallocate
+local posix = require("luablk.posix") -- also declares pread, pwrite, fsync...
 
 local C = require("luablk").C -- the core (the binary, or libluablk.so)
 local libc = ffi.C
@@ -125,7 +121,7 @@ function M.read(fd, buf, len, off)
 end
 
 -- Writes len bytes of buf at off; rw_flags: 0 or M.RWF_DSYNC (durable
--- like an O_DSYNC write, for FUA).
+-- like an O_DSYNC write, for FUA; the only flag the blocking form knows).
 function M.write(fd, buf, len, off, rw_flags)
 	local co = in_turn()
 	if co then
@@ -134,9 +130,8 @@ function M.write(fd, buf, len, off, rw_flags)
 	if (rw_flags or 0) == 0 then
 		return sysret(libc.pwrite(fd, buf, len, off))
 	end
-	local iov = ffi.new("struct iovec[1]")
-	iov[0].iov_base, iov[0].iov_len = ffi.cast("void *", buf), len
-	return sysret(libc.pwritev2(fd, iov, 1, off, rw_flags))
+	local n, _, e = posix.pwrite_dsync(fd, buf, len, off)
+	return n or -e
 end
 
 -- fsync(fd), or fdatasync(fd) when datasync is true.

@@ -105,6 +105,9 @@ function M.declared(be, spec)
 	if be.write_zeroes then
 		ops = ops + 2
 	end
+	if be.flush then
+		ops = ops + 4
+	end
 	return p, ops
 end
 

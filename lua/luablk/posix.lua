@@ -9,6 +9,8 @@ int open(const char *path, int flags, ...);
 int close(int fd);
 ssize_t pread(int fd, void *buf, size_t count, int64_t off);
 ssize_t pwrite(int fd, const void *buf, size_t count, int64_t off);
+struct luablk_iovec { const void *base; size_t len; };
+ssize_t pwritev2(int fd, const struct luablk_iovec *iov, int iovcnt, int64_t off, int flags);
 ssize_t write(int fd, const void *buf, size_t count);
 int snprintf(char *str, size_t size, const char *format, ...);
 int fdatasync(int fd);
@@ -109,6 +111,15 @@ end
 
 M.pread = whole(C.pread, "pread")
 M.pwrite = whole(C.pwrite, "pwrite")
+
+-- pwrite that returns once the data is durable, as with O_DSYNC
+-- (pwritev2 RWF_DSYNC). The iovec is this state's: one thread per state.
+local RWF_DSYNC = 2
+local iov = ffi.new("struct luablk_iovec[1]")
+M.pwrite_dsync = whole(function(fd, buf, len, off)
+	iov[0].base, iov[0].len = buf, len
+	return C.pwritev2(fd, iov, 1, off, RWF_DSYNC)
+end, "pwritev2")
 
 -- One pread/pwrite system call, no retry: what O_DIRECT tests want, where
 -- a short transfer or an errno is the observation. Returns the count or

@@ -91,6 +91,9 @@ describe("block parameters", function()
 			"16M",
 			"--max-write-zeroes",
 			"8M",
+			-- --fua needs a backend that declares it
+			"--",
+			"fua=1",
 		})
 		assert.is_string(line, "luablk add printed nothing")
 		local info = cjson.decode(line)

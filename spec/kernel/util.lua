@@ -94,6 +94,24 @@ end
 
 M.fixtures = M.root .. "/spec/kernel/backends"
 
+-- Runs fn(dir) with dir on a fresh 64 MiB ext4 (loop-mounted from a file
+-- in /tmp), for tests that need a file system that allocates blocks and
+-- writes pages back, unlike the guest's tmpfs /tmp. Cleans up, then
+-- raises what fn raised.
+function M.with_ext4(fn)
+	local fs, mnt = os.tmpname(), os.tmpname()
+	os.remove(mnt)
+	M.sh({ "truncate", "-s", "64M", fs })
+	M.sh({ "mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", fs })
+	M.sh({ "mkdir", mnt })
+	M.sh({ "mount", "-o", "loop", fs, mnt })
+	local ok, err = pcall(fn, mnt)
+	M.run({ "umount", mnt })
+	M.run({ "rmdir", mnt })
+	os.remove(fs)
+	assert(ok, err)
+end
+
 local OPS = { "reads", "writes", "flushes", "discards", "zeroes", "discarded", "zeroed", "lo", "hi", "lo_len" }
 
 -- The counters of the ops.lua fixture backend of a device, as numbers.

@@ -23,17 +23,7 @@ local function on(where, fn)
 		assert(ok, err)
 		return
 	end
-	local fs, mnt = os.tmpname(), os.tmpname()
-	os.remove(mnt)
-	u.sh({ "truncate", "-s", "64M", fs })
-	u.sh({ "mkfs.ext4", "-q", "-F", fs })
-	u.sh({ "mkdir", mnt })
-	u.sh({ "mount", "-o", "loop", fs, mnt })
-	local ok, err = pcall(fn, mnt)
-	u.run({ "umount", mnt })
-	u.run({ "rmdir", mnt })
-	os.remove(fs)
-	assert(ok, err)
+	u.with_ext4(fn)
 end
 
 describe("write-zeroes on a file image", function()

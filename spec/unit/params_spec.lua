@@ -86,10 +86,33 @@ describe("block parameters", function()
 
 	it("keep FUA only with a write cache", function()
 		assert.is_false(effective(assert(create({ fua = true }))).fua)
-		local p = effective(assert(create({ fua = true, write_cache = true })))
+		local p = effective(assert(create({ fua = true, write_cache = true, args = { "fua=1" } })))
 		assert.is_true(p.fua and p.write_cache)
-		p = effective(assert(create({ fua = true, args = { "write_cache=1" } })))
+		p = effective(assert(create({ fua = true, args = { "write_cache=1", "fua=1" } })))
 		assert.is_true(p.fua)
+	end)
+
+	it("refuse a write cache without flush, and FUA the backend does not declare", function()
+		local ramdisk = "examples/ramdisk.lua" -- no flush method
+		local dev, err = create({ backend = ramdisk, write_cache = true })
+		assert.is_nil(dev)
+		assert.equal("backend '" .. ramdisk .. "' has no flush method, so it cannot have a write cache (--write-cache)", err)
+		dev, err = create({ write_cache = true, fua = true })
+		assert.is_nil(dev)
+		assert.matches("backend '.*ops.lua' does not declare caps.fua, so its writes are not durable", err)
+		-- what honours them is accepted: file, mem and the C baselines
+		local img = os.tmpname()
+		for _, o in ipairs({
+			{ backend = "file", args = { "path=" .. img } },
+			{ backend = "mem" },
+			{ backend = "c-mem", fua = false },
+		}) do
+			o.write_cache, o.fua = true, o.fua == nil
+			local p = effective(assert(create(o)))
+			assert.is_true(p.write_cache)
+			assert.equal(o.fua, p.fua)
+		end
+		os.remove(img)
 	end)
 
 	it("leave discard out for a backend without the methods", function()

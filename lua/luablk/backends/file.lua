@@ -1,6 +1,8 @@
 -- file: an image file or a block device, through pread/pwrite. Each queue
 -- opens its own fd and closes it in close(). flush is fdatasync, and the
--- device advertises a volatile write cache so that flushes arrive.
+-- device advertises a volatile write cache so that flushes arrive. It
+-- advertises FUA too: a write that carries it is written with RWF_DSYNC,
+-- so it is durable when the backend returns.
 -- Discard becomes hole punching on a file and BLKDISCARD on a block
 -- device. Write-zeroes punches a hole too, unless the IO carries
 -- LUABLK_IO_F_NOUNMAP (fallocate -z on the device): then the range is
@@ -25,6 +27,7 @@ local errno = require("luablk.errno")
 local C = require("luablk").C
 
 local BLKZEROOUT = 0x127f
+local FUA, band = C.LUABLK_IO_F_FUA, bit.band
 
 local function open(path, args, dev)
 	local flags = posix.O_RDWR
@@ -100,7 +103,7 @@ local function file_ops(fd)
 	end
 	local punch = bit.bor(posix.FALLOC_FL_PUNCH_HOLE, posix.FALLOC_FL_KEEP_SIZE)
 	local zero_range = bit.bor(posix.FALLOC_FL_ZERO_RANGE, posix.FALLOC_FL_KEEP_SIZE)
-	local NOUNMAP, EOPNOTSUPP, band = C.LUABLK_IO_F_NOUNMAP, -errno.EOPNOTSUPP, bit.band
+	local NOUNMAP, EOPNOTSUPP = C.LUABLK_IO_F_NOUNMAP, -errno.EOPNOTSUPP
 	local zeros -- made on the first write_zeroes that needs it
 	return function(_, off, len)
 		return falloc(punch, off, len)
@@ -136,7 +139,7 @@ return function(dev, args)
 	return {
 		-- Writes land in a page cache or a device cache: say so, so that
 		-- the filesystem on top sends FLUSH when it needs durability.
-		caps = { write_cache = true },
+		caps = { write_cache = true, fua = true },
 		async = args.async ~= "0",
 		read_at = function(_, buf, off, len)
 			local n = full(aio.read, fd, buf, len, off)
@@ -150,8 +153,10 @@ return function(dev, args)
 				ffi.fill(buf + n, len - n) -- past the end of a file
 			end
 		end,
-		write_at = function(_, buf, off, len)
-			local n = full(aio.write, fd, buf, len, off)
+		write_at = function(_, buf, off, len, flags)
+			-- A FUA write is durable when it returns, as with O_DSYNC.
+			local rw = band(flags or 0, FUA) ~= 0 and aio.RWF_DSYNC or 0
+			local n = full(aio.write, fd, buf, len, off, rw)
 			if n < 0 then
 				return n
 			end
