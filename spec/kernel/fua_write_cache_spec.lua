@@ -15,14 +15,14 @@ end
 
 describe("luablk add", function()
 	local cases = {
-		{ "examples/ramdisk.lua", { "--write-cache" }, "has no flush method, so it cannot have a write cache" },
+		{ u.root .. "/examples/ramdisk.lua", { "--write-cache" }, "has no flush method, so it cannot have a write cache" },
 		{ u.fixtures .. "/ops.lua", { "--write-cache", "--fua" }, "does not declare caps.fua" },
 	}
 	for _, case in ipairs(cases) do
 		local backend, flags, message = unpack(case)
 		it("refuses " .. table.concat(flags, " ") .. " for " .. backend .. " in one line", function()
 			local before = devices()
-			local argv = { u.luablk_bin, "add", u.root .. "/" .. backend, "--size", "1M" }
+			local argv = { u.luablk_bin, "add", backend, "--size", "1M" }
 			for _, f in ipairs(flags) do
 				argv[#argv + 1] = f
 			end
