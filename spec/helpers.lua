@@ -52,7 +52,7 @@ function M.fake_dev(o)
 			regions[name] = ffi.new("uint8_t[?]", rsize)
 			anchor[#anchor + 1] = regions[name]
 		end
-		return ffi.cast("uint8_t *", regions[name])
+		return ffi.cast("uint8_t *", regions[name]), ffi.sizeof(regions[name])
 	end
 	return dev
 end

@@ -135,14 +135,16 @@ function M.device(C, ptr, queue, info)
 			end
 		end,
 	})
-	-- The same zero-filled mapping in every queue, as a uint8_t pointer.
+	-- The same zero-filled mapping in every queue, as a uint8_t pointer,
+	-- and its size.
 	function dev.shared(_, name, size)
 		local p = ffi.new("void *[1]")
-		local rc = C.luablk_dev_shared(ptr, name, size or 0, p, nil)
+		local sz = ffi.new("uint64_t[1]")
+		local rc = C.luablk_dev_shared(ptr, name, size or 0, p, sz)
 		if rc < 0 then
 			error(("shared(%q): %s"):format(name, ffi.string(C.luablk_last_error())), 2)
 		end
-		return ffi.cast("uint8_t *", p[0])
+		return ffi.cast("uint8_t *", p[0]), tonumber(sz[0])
 	end
 	return dev
 end

@@ -149,9 +149,7 @@ function M.region(target, name)
 		if not ok or not p then
 			return nil, ("no shared region '%s'"):format(name)
 		end
-		-- A backend's dev does not tell the size; its own region needs no
-		-- checking against it.
-		return p, size or math.huge, function() end
+		return p, size, function() end
 	end
 	error("expected a luablk device, a backend's dev, or a device id", 3)
 end
