@@ -4,11 +4,10 @@
 -- spec/kernel/lua_search_path_as_root_spec.lua.
 local BIN = os.getenv("PWD") .. "/" .. (os.getenv("LUABLK_BUILD") or "build") .. "/luablk"
 
+-- Runs a shell command line; returns its status and stdout plus stderr.
 local function sh(cmd)
-	local f = assert(io.popen(cmd .. " 2>&1; echo \"exit=$?\""))
-	local out = f:read("*a")
-	f:close()
-	return tonumber(out:match("exit=(%d+)%s*$")), out:gsub("exit=%d+%s*$", "")
+	local status, out, err = require("luablk.proc").run({ "sh", "-c", cmd })
+	return status, out .. err
 end
 
 local function write(path, text)
