@@ -434,6 +434,31 @@ static int stop_serving(struct luablk_dev *dev, uint32_t flags)
 	return ret;
 }
 
+int lb_dev_let_go(struct luablk_dev *dev)
+{
+	bool no = false;
+	uint64_t one = 1;
+	int ret = 0;
+
+	if (!__atomic_compare_exchange_n(&dev->let_go, &no, true, false,
+					 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+		return 0;
+	if (dev->queues) {
+		/* A no-op for threads that left on the aborts. */
+		if (write(dev->stop_fd, &one, sizeof(one)) < 0)
+			ret = -errno;
+		for (unsigned int q = 0; q < dev->nr_queues; q++)
+			if (!lb_queue_release(&dev->queues[q]))
+				dev->stuck_queues++;
+	}
+	if (dev->char_fd >= 0) {
+		lb_fork_guard_remove(dev->char_fd);
+		close(dev->char_fd);
+		dev->char_fd = -1;
+	}
+	return ret;
+}
+
 /*
  * The one place that knows the teardown order. A device that serves gets
  * STOP_DEV first (stop_serving), and its queue threads exit on the aborts
@@ -446,7 +471,6 @@ static int stop_serving(struct luablk_dev *dev, uint32_t flags)
 static int teardown(struct luablk_dev *dev, uint32_t flags)
 {
 	bool stopped = false;
-	uint64_t one = 1;
 	int ret = 0, r;
 
 	if (dev->queues && dev->started && dev->added && all_serving(dev)) {
@@ -456,19 +480,9 @@ static int teardown(struct luablk_dev *dev, uint32_t flags)
 		if (!stopped)
 			ret = lb_fail(r, "STOP_DEV: %s", strerror(-r));
 	}
-	if (dev->queues) {
-		/* A no-op for threads that left on the aborts. */
-		if (write(dev->stop_fd, &one, sizeof(one)) < 0 && !ret)
-			ret = -errno;
-		for (unsigned int q = 0; q < dev->nr_queues; q++)
-			if (!lb_queue_release(&dev->queues[q]))
-				dev->stuck_queues++;
-	}
-	if (dev->char_fd >= 0) {
-		lb_fork_guard_remove(dev->char_fd);
-		close(dev->char_fd);
-		dev->char_fd = -1;
-	}
+	r = lb_dev_let_go(dev);
+	if (r < 0 && !ret)
+		ret = r;
 	if (dev->started)
 		lb_shared_unpublish(dev);
 	if (dev->added) {

@@ -297,6 +297,7 @@ struct luablk_dev {
 	 */
 	int close_fd;
 	bool giving_up; /* the close gave up: parked IOs fail now */
+	bool let_go; /* lb_dev_let_go() ran */
 	int event_fd; /* eventfd: a queue thread stopped on its own */
 	bool added, started, closed;
 	bool recovering; /* made by luablk_dev_recover for an existing id */
@@ -325,6 +326,16 @@ void lb_strv_free(char **list);
  * giving_up on every tick after that.
  */
 void lb_dev_closing(struct luablk_dev *dev);
+
+/*
+ * device.c: stops the queue threads and lets go of everything that pins
+ * the char device: their rings and mappings, and the char fd. A thread
+ * still inside its backend is left there (counted in stuck_queues). Runs
+ * once, from the close or from a watchdog giving up on a stuck backend
+ * while STOP_DEV waits; later calls return 0 at once. Returns 0 or a
+ * negative errno.
+ */
+int lb_dev_let_go(struct luablk_dev *dev);
 
 /* device.c: called by a queue thread when it leaves its loop. */
 void lb_dev_queue_exited(struct luablk_dev *dev, bool on_its_own);

@@ -87,11 +87,21 @@ static void give_up(struct lb_watchdog *w)
 			"backend is still in %s; that IO fails\n",
 			w->dev->id, q, call);
 	}
-	if (!any)
+	if (!any) {
 		fprintf(stderr,
 			"luablk: device %d: no backend call is stuck; %s goes "
 			"on\n",
 			w->dev->id, w->what);
+		return;
+	}
+	/*
+	 * The kernel fails an IO the server holds when the server lets go
+	 * of the char device: on 6.12 as soon as that queue's ring goes,
+	 * on 7.3 only once nothing pins the char device any more. So
+	 * every queue stops here, and STOP_DEV, waiting for that IO, can
+	 * finish.
+	 */
+	lb_dev_let_go(w->dev);
 }
 
 static void *watch_main(void *arg)
