@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -251,6 +252,47 @@ static int check_user_copy(struct luablk_dev *dev)
 	return 0;
 }
 
+/*
+ * From 6.19 START_DEV only queues the partition scan, which a kernel worker
+ * runs later, so partitions appeared at some point after `add` returned.
+ * Where the kernel lets the server do the scan itself (NO_AUTO_PART_SCAN,
+ * 7.0), luablk asks for it and scans before it calls the device ready
+ * (scan_partitions), as 6.12 did inside START_DEV. Unprivileged devices
+ * are never scanned, by any kernel.
+ */
+static uint64_t part_scan_flag(const struct luablk_dev *dev)
+{
+	uint64_t features = 0;
+
+	if ((dev->cfg.flags & LUABLK_F_UNPRIVILEGED) ||
+	    lb_ctrl_get_features(dev->ctrl, &features) < 0)
+		return 0;
+	return features & UBLK_F_NO_AUTO_PART_SCAN;
+}
+
+/*
+ * BLKRRPART reads the partition table through the queues, which serve
+ * already. A table that cannot be read leaves a disk without partitions,
+ * as the kernel's own scan does, so its errors are not the start's.
+ */
+static void scan_partitions(const struct luablk_dev *dev)
+{
+	char path[64];
+	int fd;
+
+	if (!(dev->info.flags & UBLK_F_NO_AUTO_PART_SCAN) ||
+	    (dev->info.flags & UBLK_F_UNPRIVILEGED_DEV))
+		return;
+	snprintf(path, sizeof(path), "/dev/ublkb%d", dev->id);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (ioctl(fd, BLKRRPART) < 0 && errno != EINVAL)
+		fprintf(stderr, "luablk: device %d: partition scan: %s\n",
+			dev->id, strerror(errno));
+	close(fd);
+}
+
 static int add_dev(struct luablk_dev *dev)
 {
 	struct ublksrv_ctrl_dev_info *info = &dev->info;
@@ -271,7 +313,7 @@ static int add_dev(struct luablk_dev *dev)
 			return ret;
 	}
 	memset(info, 0, sizeof(*info));
-	info->flags = wanted;
+	info->flags = wanted | part_scan_flag(dev);
 	if (dev->cfg.flags & LUABLK_F_USER_COPY)
 		info->flags |= UBLK_F_USER_COPY;
 	info->nr_hw_queues = (uint16_t)dev->nr_queues;
@@ -535,6 +577,8 @@ int luablk_dev_start(struct luablk_dev *dev)
 				     (uint32_t)dev->id, (uint64_t)getpid());
 		if (ret < 0)
 			lb_fail(ret, "START_DEV: %s", strerror(-ret));
+		else
+			scan_partitions(dev);
 	}
 	/* Usable means openable by its owner: wait for udev's chown. */
 	if (ret == 0 && (dev->info.flags & UBLK_F_UNPRIVILEGED_DEV))

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The ublk kernel interface as of Linux 6.12 (include/uapi/linux/ublk_cmd.h).
+ * The ublk kernel interface as of Linux 6.12 (include/uapi/linux/ublk_cmd.h),
+ * plus the feature bits that 7.3 reports, so that all of them have names.
  *
  * Debian's /usr/include/linux/ublk_cmd.h is from 6.1 and lacks the
  * ioctl-encoded opcodes and later flags, so the project carries its own copy
@@ -56,6 +57,13 @@
 #define UBLK_F_AUTO_BUF_REG (1ULL << 11)
 #define UBLK_F_QUIESCE (1ULL << 12)
 #define UBLK_F_PER_IO_DAEMON (1ULL << 13)
+#define UBLK_F_BUF_REG_OFF_DAEMON (1ULL << 14)
+#define UBLK_F_BATCH_IO (1ULL << 15)
+#define UBLK_F_INTEGRITY (1ULL << 16)
+#define UBLK_F_SAFE_STOP_DEV (1ULL << 17)
+#define UBLK_F_NO_AUTO_PART_SCAN (1ULL << 18)
+#define UBLK_F_SHMEM_ZC (1ULL << 19)
+#define UBLK_F_IO_DESC_SIZE (1ULL << 20)
 
 /* dev_info.state */
 #define UBLK_S_DEV_DEAD 0

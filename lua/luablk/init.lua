@@ -403,6 +403,13 @@ M.FEATURE_NAMES = {
 	"auto_buf_reg",
 	"quiesce",
 	"per_io_daemon",
+	"buf_reg_off_daemon",
+	"batch_io",
+	"integrity",
+	"safe_stop_dev",
+	"no_auto_part_scan",
+	"shmem_zc",
+	"io_desc_size",
 }
 
 -- Names of the UBLK_F_* bits set in a flags number.
