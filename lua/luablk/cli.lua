@@ -429,6 +429,10 @@ local function cmd_del(argv)
 			denied = denied + 1
 		elseif not ok then
 			code = fail(human(err))
+			-- No access to the control device: the same for every id.
+			if e == errno.EPERM or e == errno.EACCES then
+				break
+			end
 		end
 	end
 	if denied > 0 then
