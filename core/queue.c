@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -470,6 +471,13 @@ static void *queue_main(void *arg)
 		CPU_SET(q->cpu, &set);
 		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 	}
+	/*
+	 * A device used for writeback or swap must not wait on itself: its
+	 * queue's own allocations must not recurse into IO, and it must not
+	 * be throttled as a writer. Needs CAP_SYS_RESOURCE, so unprivileged
+	 * servers go without.
+	 */
+	prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
 	ret = ring_setup(q, ring);
 	if (ret == 0) {
 		ret = map_descs(q);

@@ -1,6 +1,7 @@
 -- Queue threads are named luablk-qN and pinned to one CPU of their queue's
 -- affinity set (GET_QUEUE_AFFINITY, the same map as the kernel's
--- /sys/block/ublkbN/mq/N/cpu_list); --no-pin leaves them free.
+-- /sys/block/ublkbN/mq/N/cpu_list); --no-pin leaves them free. They run
+-- in IO_FLUSHER state.
 local ffi = require("ffi")
 local luablk = require("luablk")
 local posix = require("luablk.posix")
@@ -91,5 +92,28 @@ describe("queue threads", function()
 				assert.equal(1, count(q0))
 			end
 		end
+	end)
+
+	it("run in IO_FLUSHER state, so that writeback through the device cannot wait on itself", function()
+		-- /proc/TID/stat field 9 holds the task flags.
+		local PF_MEMALLOC_NOIO, PF_LOCAL_THROTTLE = 0x00080000, 0x00100000
+		local pid, line = u.start_add({ "mem", "--size", "16M" })
+		assert.is_string(line)
+		local flags = {}
+		local _, listing = u.run({ "ls", ("/proc/%d/task"):format(pid) })
+		for tid in listing:gmatch("%d+") do
+			local dir = ("/proc/%d/task/%s/"):format(pid, tid)
+			local name = (posix.read_file(dir .. "comm") or ""):gsub("\n$", "")
+			local stat = posix.read_file(dir .. "stat") or ""
+			-- comm, in parentheses, may hold spaces: count after it
+			local f = stat:match("%) %S+ %S+ %S+ %S+ %S+ %S+ (%d+)")
+			flags[name] = tonumber(f)
+		end
+		assert.equal(0, ffi.C.kill(pid, 15))
+		assert.equal(0, luablk.wait(pid))
+		local q0, main = flags["luablk-q0"], flags["luablk"]
+		assert.is_number(q0, "no thread named luablk-q0")
+		assert.equal(PF_MEMALLOC_NOIO + PF_LOCAL_THROTTLE, bit.band(q0, PF_MEMALLOC_NOIO + PF_LOCAL_THROTTLE))
+		assert.equal(0, bit.band(main, PF_MEMALLOC_NOIO))
 	end)
 end)
