@@ -329,6 +329,7 @@ static int enter(struct io_uring *ring, bool tick)
 struct serving {
 	unsigned int live; /* tags not aborted yet */
 	bool stop, pause, closing;
+	bool aborted; /* the kernel has begun to abort our fetches */
 	uint16_t *held; /* IOs that came while a reload waits for a drain */
 	unsigned int nheld;
 };
@@ -363,6 +364,7 @@ static void reap_one(struct lb_queue *q, struct serving *s,
 	} else {
 		/* ABORT after STOP_DEV; anything else is ours. */
 		s->live--;
+		s->aborted = true;
 		if (cqe->res != UBLK_IO_RES_ABORT)
 			fprintf(stderr, "luablk: queue %u tag %llu: %s\n", q->q,
 				(unsigned long long)ud, strerror(-cqe->res));
@@ -431,6 +433,14 @@ static bool serve(struct lb_queue *q, struct io_uring *ring)
 			return false;
 		if (!park(q, ring, &s))
 			return false;
+		/*
+		 * Once the kernel aborts fetches (STOP_DEV, or a quiesce for a
+		 * takeover), no new IO comes; the fetches that commits re-armed
+		 * since are only cancelled when the ring goes. So leave as soon
+		 * as this queue holds no IO: what it committed is complete.
+		 */
+		if (s.aborted && t->parked == 0)
+			break;
 	}
 	/* Complete the last batch's IOs before the ring goes away. */
 	io_uring_submit(ring);
