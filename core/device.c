@@ -258,16 +258,21 @@ static int check_user_copy(struct luablk_dev *dev)
  * Where the kernel lets the server do the scan itself (NO_AUTO_PART_SCAN,
  * 7.0), luablk asks for it and scans before it calls the device ready
  * (scan_partitions), as 6.12 did inside START_DEV. Unprivileged devices
- * are never scanned, by any kernel.
+ * are never scanned, by any kernel. Sets *flag to the ADD_DEV bit.
  */
-static uint64_t part_scan_flag(const struct luablk_dev *dev)
+static int part_scan_flag(const struct luablk_dev *dev, uint64_t features,
+			  uint64_t *flag)
 {
-	uint64_t features = 0;
-
-	if ((dev->cfg.flags & LUABLK_F_UNPRIVILEGED) ||
-	    lb_ctrl_get_features(dev->ctrl, &features) < 0)
-		return 0;
-	return features & UBLK_F_NO_AUTO_PART_SCAN;
+	*flag = 0;
+	if ((dev->cfg.flags & LUABLK_F_NO_PART_SCAN) &&
+	    !(features & UBLK_F_NO_AUTO_PART_SCAN))
+		return lb_fail(-EOPNOTSUPP,
+			       "this kernel always scans partitions "
+			       "(--no-part-scan needs Linux 7.0, "
+			       "UBLK_F_NO_AUTO_PART_SCAN)");
+	if (!(dev->cfg.flags & LUABLK_F_UNPRIVILEGED))
+		*flag = features & UBLK_F_NO_AUTO_PART_SCAN;
+	return 0;
 }
 
 /*
@@ -281,7 +286,8 @@ static void scan_partitions(const struct luablk_dev *dev)
 	int fd;
 
 	if (!(dev->info.flags & UBLK_F_NO_AUTO_PART_SCAN) ||
-	    (dev->info.flags & UBLK_F_UNPRIVILEGED_DEV))
+	    (dev->info.flags & UBLK_F_UNPRIVILEGED_DEV) ||
+	    (dev->cfg.flags & LUABLK_F_NO_PART_SCAN))
 		return;
 	snprintf(path, sizeof(path), "/dev/ublkb%d", dev->id);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -296,7 +302,7 @@ static void scan_partitions(const struct luablk_dev *dev)
 static int add_dev(struct luablk_dev *dev)
 {
 	struct ublksrv_ctrl_dev_info *info = &dev->info;
-	uint64_t wanted = recovery_flags(dev->cfg.flags);
+	uint64_t wanted = recovery_flags(dev->cfg.flags), scan_flag, features;
 	int ret;
 
 	ret = check_fail_io(dev);
@@ -312,8 +318,20 @@ static int add_dev(struct luablk_dev *dev)
 		if (ret < 0)
 			return ret;
 	}
+	if (lb_ctrl_get_features(dev->ctrl, &features) < 0)
+		features = 0;
+	ret = part_scan_flag(dev, features, &scan_flag);
+	if (ret < 0)
+		return ret;
 	memset(info, 0, sizeof(*info));
-	info->flags = wanted | part_scan_flag(dev);
+	info->flags = wanted | scan_flag;
+	/*
+	 * Where the kernel can quiesce a device (6.16), a recoverable one can
+	 * also be taken over by a new server without failing any IO
+	 * (luablk recover --takeover).
+	 */
+	if ((wanted & UBLK_F_USER_RECOVERY) && (features & UBLK_F_QUIESCE))
+		info->flags |= UBLK_F_QUIESCE;
 	if (dev->cfg.flags & LUABLK_F_USER_COPY)
 		info->flags |= UBLK_F_USER_COPY;
 	info->nr_hw_queues = (uint16_t)dev->nr_queues;
@@ -388,14 +406,18 @@ static int open_char_dev(struct luablk_dev *dev)
 	char path[64];
 
 	snprintf(path, sizeof(path), "/dev/ublkc%d", dev->id);
-	/* udev may still be creating or chmod-ing the node: retry briefly. */
+	/*
+	 * udev may still be creating or chmod-ing the node, and on 7.x a
+	 * dead server's release work keeps the node busy for a moment after
+	 * START_USER_RECOVERY: retry briefly.
+	 */
 	for (int i = 0; i < 200; i++) {
 		dev->char_fd = open(path, O_RDWR | O_CLOEXEC);
 		if (dev->char_fd >= 0) {
 			lb_fork_guard_add(dev->char_fd);
 			return 0;
 		}
-		if (errno != ENOENT && errno != EACCES)
+		if (errno != ENOENT && errno != EACCES && errno != EBUSY)
 			break;
 		usleep(5000);
 	}
@@ -521,6 +543,11 @@ static int teardown(struct luablk_dev *dev, uint32_t flags)
 		stopped = r == 0 || r == -ENODEV;
 		if (!stopped)
 			ret = lb_fail(r, "STOP_DEV: %s", strerror(-r));
+	} else if (dev->started && dev->added && luablk_dev_handed_over(dev)) {
+		/* The device, and the regions it keeps, are the new server's.
+		 */
+		dev->added = false;
+		dev->published = false;
 	}
 	r = lb_dev_let_go(dev);
 	if (r < 0 && !ret)
@@ -553,6 +580,18 @@ static int teardown(struct luablk_dev *dev, uint32_t flags)
 			      "still inside a backend call that never returned",
 			      dev->id, dev->stuck_queues);
 	return ret;
+}
+
+int luablk_dev_handed_over(struct luablk_dev *dev)
+{
+	struct ublksrv_ctrl_dev_info info;
+
+	if (!(dev->info.flags & UBLK_F_QUIESCE) || !dev->ctrl ||
+	    all_serving(dev))
+		return false;
+	/* STOP_DEV marks the device dead before it aborts the fetches. */
+	return lb_ctrl_get_info(dev->ctrl, (uint32_t)dev->id, &info) == 0 &&
+	       info.state != UBLK_S_DEV_DEAD;
 }
 
 int luablk_dev_start(struct luablk_dev *dev)

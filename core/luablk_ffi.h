@@ -51,6 +51,22 @@ enum {
 	 * on /dev/ublkcN instead of the kernel copying into the buffers.
 	 */
 	LUABLK_F_USER_COPY = 2048,
+	/*
+	 * No partition scan when the device starts (UBLK_F_NO_AUTO_PART_SCAN,
+	 * 7.0+); BLKRRPART, e.g. from partprobe, still scans later.
+	 */
+	LUABLK_F_NO_PART_SCAN = 8192,
+	/*
+	 * luablk_dev_recover() only: take a live device over from the server
+	 * running it (QUIESCE_DEV, Linux 6.16+, on a device added recoverable
+	 * on such a kernel). The old server finishes the IO it holds and
+	 * leaves; IO arriving meanwhile waits; none fails.
+	 */
+	LUABLK_F_TAKEOVER = 16384,
+
+	/* luablk_delete() flags */
+	LUABLK_DEL_ASYNC = 1,
+	LUABLK_DEL_SAFE = 2,
 
 	/* struct luablk_params.attrs (the kernel's UBLK_ATTR_* bits) */
 	LUABLK_ATTR_READ_ONLY = 1,
@@ -296,6 +312,25 @@ int luablk_dev_close(struct luablk_dev *dev, uint32_t flags);
 int luablk_dev_reload(struct luablk_dev *dev, const char *backend,
 		      const char *const *args, int argc);
 
+/*
+ * 1 if the device's queues stopped because a new server is taking it over
+ * (luablk_dev_recover() with LUABLK_F_TAKEOVER); luablk_dev_close() then
+ * leaves the device and its regions to that server. 0 if the device was
+ * stopped, or still serves.
+ */
+int luablk_dev_handed_over(struct luablk_dev *dev);
+
+/*
+ * Changes the size of a serving device (UPDATE_SIZE, Linux 6.16+): the
+ * current backend is reloaded as luablk_dev_reload() does, opened with the
+ * new size, and the kernel is told while every queue is parked, so no IO
+ * runs in between. A backend that cannot take the new size refuses it in
+ * its factory and serves on at the old one. The block device's capacity
+ * changes at once; a filesystem on it grows with its own tool (resize2fs).
+ * Returns 0 or -errno with luablk_last_error() set.
+ */
+int luablk_dev_resize(struct luablk_dev *dev, uint64_t size);
+
 /* Returns the kernel's device id, or -1 before luablk_dev_start(). */
 int luablk_dev_id(const struct luablk_dev *dev);
 
@@ -383,11 +418,14 @@ int luablk_query(int id, struct luablk_dev_info *info);
 int luablk_list(int *ids, int max);
 
 /*
- * Deletes a device by id with DEL_DEV, or DEL_DEV_ASYNC if async != 0.
- * This also removes a recoverable device that has no server (quiesced),
- * together with the shared regions it kept (see luablk_dev_shared).
+ * Deletes a device by id with DEL_DEV, or DEL_DEV_ASYNC with
+ * LUABLK_DEL_ASYNC in flags. This also removes a recoverable device that
+ * has no server (quiesced), together with the shared regions it kept (see
+ * luablk_dev_shared). With LUABLK_DEL_SAFE (TRY_STOP_DEV, Linux 7.0+) a
+ * device that is open, mounted or held by a process is refused with
+ * -EBUSY and left as it was.
  */
-int luablk_delete(int id, int async);
+int luablk_delete(int id, int flags);
 
 /* Stores the kernel's supported UBLK_F_* bits (GET_FEATURES, 6.5+). */
 int luablk_features(uint64_t *features);

@@ -24,6 +24,8 @@ int luablk_query(int id, struct luablk_dev_info *out)
 		lb_ctrl_close(c);
 		if (lb_unpriv_denied(id, ret))
 			return ret;
+		if (ret == -ENODEV)
+			return lb_fail(ret, "no ublk device %d", id);
 		return lb_fail(ret, "device %d: %s", id, strerror(-ret));
 	}
 	/* A device whose server never set parameters reports none. */
@@ -76,7 +78,26 @@ int luablk_list(int *ids, int max)
 	return n;
 }
 
-int luablk_delete(int id, int async)
+/*
+ * TRY_STOP_DEV stops the device only while nobody has its disk open, and
+ * from then on refuses new opens, so the DEL_DEV that follows cannot pull
+ * it from under a mounted filesystem. Returns -EOPNOTSUPP on kernels
+ * without it, -EBUSY for a device in use; -ENODEV (no disk any more) is
+ * no reason not to delete.
+ */
+static int safe_stop(struct lb_ctrl *c, int id)
+{
+	uint64_t features = 0;
+	int ret;
+
+	if (lb_ctrl_get_features(c, &features) < 0 ||
+	    !(features & UBLK_F_SAFE_STOP_DEV))
+		return -EOPNOTSUPP;
+	ret = lb_ctrl_simple(c, UBLK_CMD_TRY_STOP_DEV, (uint32_t)id, 0);
+	return ret == -ENODEV ? 0 : ret;
+}
+
+int luablk_delete(int id, int flags)
 {
 	struct ublksrv_ctrl_dev_info info;
 	bool served;
@@ -89,7 +110,8 @@ int luablk_delete(int id, int async)
 		return ret;
 	/* Learns whether DEL_DEV must name the device's char node. */
 	ret = lb_ctrl_get_info2(c, (uint32_t)id, &info);
-	if (ret == 0 && async && (info.flags & UBLK_F_UNPRIVILEGED_DEV)) {
+	if (ret == 0 && (flags & LUABLK_DEL_ASYNC) &&
+	    (info.flags & UBLK_F_UNPRIVILEGED_DEV)) {
 		lb_ctrl_close(c);
 		/* The kernel's permission check has no case for it: -EINVAL. */
 		return lb_fail(-EOPNOTSUPP,
@@ -100,16 +122,30 @@ int luablk_delete(int id, int async)
 	}
 	/* A live server removes its own regions as it goes. */
 	served = ret == 0 && info.state == UBLK_S_DEV_LIVE;
+	if (ret == 0 && (flags & LUABLK_DEL_SAFE))
+		ret = safe_stop(c, id);
 	if (ret == 0)
-		ret = lb_ctrl_simple(
-			c, async ? UBLK_CMD_DEL_DEV_ASYNC : UBLK_CMD_DEL_DEV,
-			(uint32_t)id, 0);
+		ret = lb_ctrl_simple(c,
+				     (flags & LUABLK_DEL_ASYNC)
+					     ? UBLK_CMD_DEL_DEV_ASYNC
+					     : UBLK_CMD_DEL_DEV,
+				     (uint32_t)id, 0);
 	lb_ctrl_close(c);
 	if (ret == -ENODEV)
 		return lb_fail(ret, "no ublk device %d", id);
 	if (lb_unpriv_denied(id, ret))
 		return ret;
-	if (ret < 0 && async && (ret == -EOPNOTSUPP || ret == -EINVAL))
+	if (ret == -EOPNOTSUPP && (flags & LUABLK_DEL_SAFE))
+		return lb_fail(ret, "this kernel cannot refuse to remove a "
+				    "device in use (--safe needs Linux 7.0, "
+				    "UBLK_F_SAFE_STOP_DEV)");
+	if (ret == -EBUSY && (flags & LUABLK_DEL_SAFE))
+		return lb_fail(ret,
+			       "device %d is in use (open, mounted or held "
+			       "by a process): not removed",
+			       id);
+	if (ret < 0 && (flags & LUABLK_DEL_ASYNC) &&
+	    (ret == -EOPNOTSUPP || ret == -EINVAL))
 		return lb_fail(-EOPNOTSUPP, "this kernel has no DEL_DEV_ASYNC "
 					    "(needs 6.9)");
 	if (ret < 0)

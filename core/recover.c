@@ -21,6 +21,7 @@
 
 #define WAIT_MS 30000 /* for a dying server to be gone */
 #define POLL_MS 10
+#define QUIESCE_MS 10000 /* for every queue to have an idle tag */
 #define PF_EXITING 0x4 /* task flag, /proc/PID/stat field 9 */
 
 /* True if pid is a process that is not on its way out. */
@@ -81,7 +82,8 @@ static int get_info(struct lb_ctrl *c, int id,
  * Refuses what no amount of waiting fixes: a device that is not
  * recoverable, a stopped one, or one whose server is alive.
  */
-static int check_recoverable(int id, const struct ublksrv_ctrl_dev_info *info)
+static int check_recoverable(int id, const struct ublksrv_ctrl_dev_info *info,
+			     bool takeover)
 {
 	if (!(info->flags & UBLK_F_USER_RECOVERY))
 		return lb_fail(-EINVAL,
@@ -94,11 +96,21 @@ static int check_recoverable(int id, const struct ublksrv_ctrl_dev_info *info)
 			"device %d is dead (stopped, or never started): "
 			"nothing to recover; remove it with luablk del %d",
 			id, id);
-	if (info->state == LUABLK_STATE_LIVE && server_alive(info->ublksrv_pid))
+	if (info->state != LUABLK_STATE_LIVE ||
+	    !server_alive(info->ublksrv_pid))
+		return 0;
+	if (!takeover)
 		return lb_fail(-EBUSY,
 			       "device %d is live, served by pid %d: only a "
-			       "device whose server died can be recovered",
+			       "device whose server died can be recovered "
+			       "(--takeover replaces a running server)",
 			       id, info->ublksrv_pid);
+	if (!(info->flags & UBLK_F_QUIESCE))
+		return lb_fail(-EOPNOTSUPP,
+			       "device %d cannot be taken over: the kernel "
+			       "could not quiesce it when it was added "
+			       "(--takeover needs Linux 6.16, UBLK_F_QUIESCE)",
+			       id);
 	return 0;
 }
 
@@ -161,7 +173,7 @@ static int timed_out(int id, const struct ublksrv_ctrl_dev_info *info)
  * IO) or quiesced with the dead process's char device fd not yet
  * released (-EBUSY); both pass within moments, so they are waited out.
  */
-static int start_recovery(struct lb_ctrl *c, int id)
+static int start_recovery(struct lb_ctrl *c, int id, bool takeover)
 {
 	struct ublksrv_ctrl_dev_info info;
 	int ret, waited = 0;
@@ -169,7 +181,7 @@ static int start_recovery(struct lb_ctrl *c, int id)
 	for (;; waited += POLL_MS) {
 		ret = get_info(c, id, &info);
 		if (ret == 0)
-			ret = check_recoverable(id, &info);
+			ret = check_recoverable(id, &info, takeover);
 		if (ret < 0)
 			return ret;
 		if (info.state == LUABLK_STATE_QUIESCED ||
@@ -196,6 +208,34 @@ static int start_recovery(struct lb_ctrl *c, int id)
 	return 0;
 }
 
+/*
+ * A takeover of a live device: QUIESCE_DEV makes the kernel hold new IO
+ * and abort the running server's fetches; that server finishes the IO it
+ * holds, commits it and leaves (luablk_dev_handed_over), and the device
+ * turns QUIESCED for start_recovery. A device whose server died already
+ * needs none of it.
+ */
+static int quiesce(struct luablk_dev *dev)
+{
+	int ret;
+
+	if (!(dev->cfg.flags & LUABLK_F_TAKEOVER) ||
+	    dev->info.state != LUABLK_STATE_LIVE ||
+	    !server_alive(dev->info.ublksrv_pid))
+		return 0;
+	ret = lb_ctrl_simple(dev->ctrl, UBLK_CMD_QUIESCE_DEV, (uint32_t)dev->id,
+			     QUIESCE_MS);
+	if (ret == -EBUSY)
+		return lb_fail(ret,
+			       "device %d: the kernel could not quiesce it "
+			       "within %d s",
+			       dev->id, QUIESCE_MS / 1000);
+	if (ret < 0)
+		return lb_fail(ret, "QUIESCE_DEV: device %d: %s", dev->id,
+			       strerror(-ret));
+	return 0;
+}
+
 /* Loads the backend for the device's geometry; nothing is sent yet. */
 static int prepare(const struct luablk_config *cfg, int id, struct lb_ctrl *c,
 		   struct luablk_dev **out)
@@ -207,7 +247,8 @@ static int prepare(const struct luablk_config *cfg, int id, struct lb_ctrl *c,
 
 	ret = get_info(c, id, &info);
 	if (ret == 0)
-		ret = check_recoverable(id, &info);
+		ret = check_recoverable(id, &info,
+					cfg->flags & LUABLK_F_TAKEOVER);
 	if (ret == 0)
 		ret = device_config(c, id, &info, &dc);
 	if (ret == 0)
@@ -247,7 +288,9 @@ int luablk_dev_recover(const struct luablk_config *cfg, int id,
 		return ret;
 	}
 	dev->ctrl = c;
-	ret = start_recovery(c, id);
+	ret = quiesce(dev);
+	if (ret == 0)
+		ret = start_recovery(c, id, cfg->flags & LUABLK_F_TAKEOVER);
 	if (ret == 0)
 		ret = lb_dev_serve_recovered(dev);
 	if (ret < 0) {

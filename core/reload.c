@@ -94,21 +94,36 @@ static int pause_queues(struct luablk_dev *dev)
 		       PARK_TIMEOUT_S);
 }
 
-/* Prepares every queue, then commits all or aborts all. */
+/*
+ * Prepares every queue, then commits all or aborts all. A resize (size
+ * other than the device's) tells the kernel between the two: the new
+ * backends are ready for the new size, and nothing runs on the old ones
+ * any more, since every queue is parked.
+ */
 static int swap_backends(struct luablk_dev *dev, const char *backend,
-			 const char *const *args, int argc)
+			 const char *const *args, int argc, uint64_t size)
 {
+	uint64_t old_size = dev->cfg.size;
 	struct lb_caps need;
 	unsigned int q;
 	int ret = 0;
 
 	lb_dev_advertised(dev, &need);
+	dev->cfg.size = size; /* what the new backends are opened with */
 	for (q = 0; q < dev->nr_queues && ret == 0; q++) {
 		struct luablk_handler *h = dev->handlers[q];
 
 		ret = h->ops->prepare(h, backend, args, argc, &need);
 	}
+	if (ret == 0 && size != old_size) {
+		q++;
+		ret = lb_ctrl_simple(dev->ctrl, UBLK_CMD_UPDATE_SIZE,
+				     (uint32_t)dev->id, size >> 9);
+		if (ret < 0)
+			lb_fail(ret, "UPDATE_SIZE: %s", strerror(-ret));
+	}
 	if (ret < 0) {
+		dev->cfg.size = old_size;
 		/* Queue q-1 failed and holds nothing; those before it do. */
 		for (unsigned int i = 0; i + 1 < q; i++)
 			dev->handlers[i]->ops->abort(dev->handlers[i]);
@@ -119,21 +134,22 @@ static int swap_backends(struct luablk_dev *dev, const char *backend,
 	return 0;
 }
 
-int luablk_dev_reload(struct luablk_dev *dev, const char *backend,
-		      const char *const *args, int argc)
+/* Reloads, at a new size if size differs from the device's. */
+static int reload(struct luablk_dev *dev, const char *backend,
+		  const char *const *args, int argc, uint64_t size)
 {
 	char *new_backend;
 	char **new_args;
 	int ret;
 
-	lb_clear_error();
 	if (dev->closed)
 		return lb_fail(-ESHUTDOWN, "the device is closed");
 	if (!dev->handlers[0]->ops->prepare)
 		return lb_fail(-EOPNOTSUPP,
 			       "backend %s is built into the core and cannot "
-			       "be reloaded",
-			       dev->backend);
+			       "be %s",
+			       dev->backend,
+			       size == dev->cfg.size ? "reloaded" : "resized");
 	if (!backend)
 		backend = dev->backend;
 	if (lb_handler_ops_for(backend) != &lb_lua_ops)
@@ -156,7 +172,7 @@ int luablk_dev_reload(struct luablk_dev *dev, const char *backend,
 	ret = pause_queues(dev);
 	if (ret == 0) {
 		ret = swap_backends(dev, new_backend,
-				    (const char *const *)new_args, argc);
+				    (const char *const *)new_args, argc, size);
 		if (dev->queues)
 			resume_queues(dev);
 	}
@@ -175,4 +191,32 @@ int luablk_dev_reload(struct luablk_dev *dev, const char *backend,
 	}
 	pthread_mutex_unlock(&dev->reload_lock);
 	return ret;
+}
+
+int luablk_dev_reload(struct luablk_dev *dev, const char *backend,
+		      const char *const *args, int argc)
+{
+	lb_clear_error();
+	return reload(dev, backend, args, argc, dev->cfg.size);
+}
+
+int luablk_dev_resize(struct luablk_dev *dev, uint64_t size)
+{
+	uint64_t features = 0;
+	int ret;
+
+	lb_clear_error();
+	ret = lb_params_check_size(&dev->params, size);
+	if (ret < 0)
+		return ret;
+	if (!dev->started || dev->closed)
+		return lb_fail(-ESHUTDOWN, "the device is not serving");
+	if (lb_ctrl_get_features(dev->ctrl, &features) < 0 ||
+	    !(features & UBLK_F_UPDATE_SIZE))
+		return lb_fail(-EOPNOTSUPP,
+			       "this kernel cannot resize a device (resize "
+			       "needs Linux 6.16, UBLK_F_UPDATE_SIZE)");
+	if (size == dev->cfg.size)
+		return 0;
+	return reload(dev, NULL, NULL, -1, size);
 }

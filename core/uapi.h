@@ -28,6 +28,9 @@
 #define UBLK_CMD_GET_DEV_INFO2 0x12
 #define UBLK_CMD_GET_FEATURES 0x13 /* encoded form only */
 #define UBLK_CMD_DEL_DEV_ASYNC 0x14 /* encoded form only */
+#define UBLK_CMD_UPDATE_SIZE 0x15 /* encoded form only, 6.16 */
+#define UBLK_CMD_QUIESCE_DEV 0x16 /* encoded form only, 6.16 */
+#define UBLK_CMD_TRY_STOP_DEV 0x17 /* encoded form only, 7.0 */
 
 /* IO command numbers (sent on /dev/ublkcN). */
 #define UBLK_IO_FETCH_REQ 0x20

@@ -9,8 +9,8 @@ local USAGE = [[
 usage: luablk COMMAND [ARGS]
 
   add BACKEND [--size S] [--queues N] [--depth D] [--max-io B] [--id N]
-              [--no-pin] [--user-copy] [--unprivileged] [--recoverable]
-              [--reissue] [--fail-io] [--io-timeout S]
+              [--no-pin] [--no-part-scan] [--user-copy] [--unprivileged]
+              [--recoverable] [--reissue] [--fail-io] [--io-timeout S]
               [--filter NAME:K=V,...]... [--json]
               [block parameters] [-- ARGS...]
         create a device served by BACKEND (null, mem, file, c-null, c-mem,
@@ -36,15 +36,16 @@ usage: luablk COMMAND [ARGS]
         attributes, on with --NAME, forced off with --NAME=off:
           --read-only  --rotational  --fua
           --write-cache   volatile cache: fsync sends FLUSH to the backend
-  recover ID BACKEND [--no-pin] [--filter NAME:K=V,...]... [--json]
+  recover ID BACKEND [--no-pin] [--takeover] [--filter NAME:K=V,...]...
               [-- ARGS...]
         serve recoverable device ID, whose server died, with BACKEND;
-        then as add
+        then as add; --takeover replaces a running server (6.16+)
   reload ID [BACKEND] [-- ARGS...]  swap a running device's backend (default:
         the current one, read again; ARGS replace its arguments) without
         failing IO; on error the old backend serves on
+  resize ID SIZE                    change a running device's size (6.16+)
   list [--json]                     devices on this machine
-  del ID|--all [--async]            delete devices
+  del ID|--all [--async] [--safe]   delete devices
   features [--json]                 what the running kernel supports
   crash ID [--json]                 cut the power of a device's crash filter
   run SCRIPT.lua [ARGS...]          run a Lua script with luablk loaded
@@ -83,6 +84,7 @@ local ADD_SPEC = {
 	id = "value",
 	json = "flag",
 	["no-pin"] = "flag",
+	["no-part-scan"] = "flag",
 	unprivileged = "flag",
 	["user-copy"] = "flag",
 	filter = "list",
@@ -171,6 +173,7 @@ function M.add_options(argv)
 		filters = o.filter,
 		json = o.json,
 		no_pin = o["no-pin"],
+		no_part_scan = o["no-part-scan"],
 		unprivileged = o.unprivileged,
 		user_copy = o["user-copy"],
 	}
@@ -275,7 +278,11 @@ function M.serve(opts, create)
 		elseif sig == SIGUSR1 or sig == SIGUSR2 then
 			fault_signal(dev, sig)
 		elseif sig == 0 then
-			io.stderr:write("luablk: device stopped by someone else\n")
+			if dev:handed_over() then
+				io.stderr:write("luablk: device taken over by a new server\n")
+			else
+				io.stderr:write("luablk: device stopped by someone else\n")
+			end
 			break
 		elseif sig then
 			break
@@ -304,6 +311,7 @@ local RECOVER_SPEC = {
 	json = "flag",
 	["no-pin"] = "flag",
 	filter = "list",
+	takeover = "flag",
 }
 
 -- Turns recover's command line into luablk.recover options, or nil, message.
@@ -326,6 +334,7 @@ function M.recover_options(argv)
 		filters = o.filter,
 		json = o.json,
 		no_pin = o["no-pin"],
+		takeover = o.takeover,
 	}
 end
 
@@ -396,7 +405,7 @@ local function cmd_list(argv)
 end
 
 local function cmd_del(argv)
-	local o, pos = options.parse(argv, { all = "flag", async = "flag" })
+	local o, pos = options.parse(argv, { all = "flag", async = "flag", safe = "flag" })
 	if not o then
 		return fail(pos, 2)
 	end
@@ -423,7 +432,7 @@ local function cmd_del(argv)
 	end
 	local code, denied = 0, 0
 	for _, id in ipairs(ids) do
-		local ok, err, e = luablk.delete(id, o.async)
+		local ok, err, e = luablk.delete(id, o.async, o.safe)
 		-- --all means every device this user may delete.
 		if not ok and o.all and not_mine(err, e) then
 			denied = denied + 1
@@ -512,7 +521,7 @@ end
 -- "device ID: what went wrong", unless the message names the device.
 local function about(id, err)
 	err = human(err)
-	if err:match("^device %d+ ") then
+	if err:match("device " .. id .. "%f[%D]") then
 		return err
 	end
 	return ("device %d: %s"):format(id, err)
@@ -696,6 +705,16 @@ local function cmd_fault(argv)
 	return 0
 end
 
+-- Sends device id's server a reload or resize request (reload.request's
+-- arguments after id) and waits for its answer; returns the exit code.
+local function ask_server(id, ...)
+	local ok, err = require("luablk.reload").request(id, ...)
+	if not ok then
+		return fail(about(id, err))
+	end
+	return 0
+end
+
 -- luablk reload ID [BACKEND] [-- ARGS]: asks the serving process.
 local function cmd_reload(argv)
 	local o, pos, rest = options.parse(argv, {})
@@ -716,12 +735,29 @@ local function cmd_reload(argv)
 			break
 		end
 	end
-	local ok
-	ok, err = require("luablk.reload").request(id, pos[2], args)
-	if not ok then
-		return fail(about(id, err))
+	return ask_server(id, pos[2], args)
+end
+
+-- luablk resize ID SIZE: the serving process reloads its backend at the
+-- new size and tells the kernel (luablk/reload.lua).
+local function cmd_resize(argv)
+	local o, pos = options.parse(argv, {})
+	if not o then
+		return fail(pos, 2)
 	end
-	return 0
+	if #pos ~= 2 then
+		return fail("resize needs a device ID and a SIZE (see luablk help)", 2)
+	end
+	local id, err = device_id(pos, "resize", 1)
+	if not id then
+		return fail(err, 2)
+	end
+	local size
+	size, err = options.size(pos[2])
+	if not size or size == 0 then
+		return fail(err or "the size must be more than 0", 2)
+	end
+	return ask_server(id, nil, nil, nil, size)
 end
 
 -- luablk udev-owner NODE: see luablk/udev.lua.
@@ -744,6 +780,7 @@ local COMMANDS = {
 	fault = cmd_fault,
 	crash = cmd_crash,
 	reload = cmd_reload,
+	resize = cmd_resize,
 	["udev-owner"] = cmd_udev_owner,
 }
 

@@ -202,13 +202,14 @@ end
 -- Capability advertised -> the method it makes the kernel send.
 local REQUIRED = { { "write_cache", "flush" }, { "discard", "discard" }, { "write_zeroes", "write_zeroes" } }
 
--- Reload, step one (reload.c): builds the new backend next to the running
--- one, handing it what the old one's handoff(self) returns. Raises, with
--- the old backend untouched, if that fails or if the new one lacks a
--- method the device advertises and the old one has. need: the
--- capabilities the device advertises.
-function M.prepare(spec, args, need)
-	M.abort()
+-- The device's size as the core has it now: a resize (reload.c) opens the
+-- new backend with the new size, and puts the old size back on abort.
+local function refresh_size()
+	queue.C.luablk_dev_info(queue.devp, queue.info)
+	queue.dev.size = tonumber(queue.info.size)
+end
+
+local function prepare(spec, args, need)
 	local old = current.be
 	local state
 	if old.handoff then
@@ -238,6 +239,22 @@ function M.prepare(spec, args, need)
 	pending = serving(be, spec, args)
 end
 
+-- Reload, step one (reload.c): builds the new backend next to the running
+-- one, handing it what the old one's handoff(self) returns. Raises, with
+-- the old backend untouched, if that fails or if the new one lacks a
+-- method the device advertises and the old one has. need: the
+-- capabilities the device advertises.
+function M.prepare(spec, args, need)
+	M.abort()
+	local old_size = queue.dev.size
+	refresh_size()
+	local ok, err = pcall(prepare, spec, args, need)
+	if not ok then
+		queue.dev.size = old_size
+		error(err, 0)
+	end
+end
+
 -- Reload, step two: the new backend takes over and the old one is closed.
 -- Returns the new batch function and close hook. They are built before
 -- anything changes: if that raises, the host keeps calling the old batch
@@ -261,6 +278,7 @@ function M.abort()
 		M.closer(pending.be, pending.report)()
 		pending = nil
 	end
+	refresh_size()
 end
 
 return M

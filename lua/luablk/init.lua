@@ -149,6 +149,8 @@ local function make_config(opts)
 	cfg.io_timeout_ms = timeout and math.ceil(timeout * 1000) or 0
 	local flag_opts = {
 		no_pin = C.LUABLK_F_NO_PIN,
+		no_part_scan = C.LUABLK_F_NO_PART_SCAN,
+		takeover = C.LUABLK_F_TAKEOVER,
 		unprivileged = C.LUABLK_F_UNPRIVILEGED,
 		user_copy = C.LUABLK_F_USER_COPY,
 	}
@@ -187,7 +189,7 @@ local function construct(make)
 end
 
 -- Creates and starts a device. opts: backend, size (bytes), and optional
--- queues, depth, max_io, id, no_pin, user_copy, unprivileged,
+-- queues, depth, max_io, id, no_pin, no_part_scan, user_copy, unprivileged,
 -- io_timeout (seconds; async backends), recoverable, reissue, fail_io, args (list of strings), filters (list of
 -- "NAME:k=v,..." strings), and the block parameters of luablk.params
 -- (logical_block, alias block_size, ..., read_only, rotational,
@@ -203,7 +205,8 @@ end
 
 -- Starts serving device opts.id, a recoverable device whose server died
 -- (see luablk_dev_recover). opts: id, backend, and optional args,
--- filters, no_pin; the size, queues and the rest are the device's own.
+-- filters, no_pin, takeover (replace a running server, LUABLK_F_TAKEOVER);
+-- the size, queues and the rest are the device's own.
 -- Returns a Device, or nil, message, errno.
 function M.recover(opts)
 	if type(opts.id) ~= "number" or opts.id < 0 or opts.id % 1 ~= 0 then
@@ -333,6 +336,26 @@ function Device:reload(opts)
 	return true
 end
 
+-- Whether a new server took the device over (luablk_dev_handed_over):
+-- its queues stopped, and closing it leaves it to that server.
+function Device:handed_over()
+	return C.luablk_dev_handed_over(self.ptr) == 1
+end
+
+-- Changes the device's size to size bytes (see luablk_dev_resize): the
+-- backend is reloaded at the new size. Returns true, or nil, message,
+-- errno with the old size and backend still serving.
+function Device:resize(size)
+	if type(size) ~= "number" or size < 0 or size % 1 ~= 0 then
+		error("resize: size must be a whole number of bytes", 2)
+	end
+	local rc = C.luablk_dev_resize(self.ptr, size)
+	if rc < 0 then
+		return failure(rc)
+	end
+	return true
+end
+
 -- Tears the device down. opts.async uses DEL_DEV_ASYNC; opts.give_up lets
 -- a SIGINT or SIGTERM give up on a backend call that never returns (see
 -- luablk_dev_close). Closing twice is a no-op.
@@ -380,8 +403,11 @@ function M.query(id)
 	return info_table(i)
 end
 
-function M.delete(id, async)
-	local rc = C.luablk_delete(id, async and 1 or 0)
+-- Deletes device id; async: DEL_DEV_ASYNC; safe: refuse (EBUSY) while the
+-- device is in use (TRY_STOP_DEV, Linux 7.0+).
+function M.delete(id, async, safe)
+	local flags = (async and C.LUABLK_DEL_ASYNC or 0) + (safe and C.LUABLK_DEL_SAFE or 0)
+	local rc = C.luablk_delete(id, flags)
 	if rc < 0 then
 		return failure(rc)
 	end

@@ -101,9 +101,11 @@ end
 
 -- Asks the process serving device id to reload. spec: a backend name or
 -- path, or nil for the current one; args: a list of strings, or nil to
--- keep the current ones. Waits up to timeout_s (default 60) for the
--- answer. Returns true, or nil and a message.
-function M.request(id, spec, args, timeout_s)
+-- keep the current ones. With size, it asks for a resize to size bytes
+-- instead (the current backend, reloaded at that size). Waits up to
+-- timeout_s (default 60) for the answer. Returns true, or nil and a
+-- message.
+function M.request(id, spec, args, timeout_s, size)
 	local luablk = require("luablk")
 	local info, err = luablk.query(id)
 	if not info then
@@ -120,7 +122,7 @@ function M.request(id, spec, args, timeout_s)
 	end
 	local tag = nonce()
 	local base = ("%s/reload-%d-%s"):format(dir, ffi.C.getpid(), tag)
-	local request = { backend = backend, nonce = tag }
+	local request = { backend = backend, nonce = tag, size = size }
 	if args then
 		request.args = #args > 0 and args or nil
 		request.keep_args = false
@@ -158,6 +160,11 @@ local function pending(id)
 			if ok and type(req) == "table" then
 				r.nonce = type(req.nonce) == "string" and req.nonce or nil
 				r.backend = type(req.backend) == "string" and req.backend or nil
+				if req.size ~= nil then
+					local n = req.size
+					r.size = type(n) == "number" and n > 0 and n % 1 == 0 and n or nil
+					r.bad = r.size == nil
+				end
 				if req.keep_args == false then
 					r.args = type(req.args) == "table" and req.args or {}
 				end
@@ -181,11 +188,18 @@ function M.serve(dev, log)
 		local ok, err
 		if r.bad then
 			ok, err = nil, "malformed reload request"
+		elseif r.size then
+			ok, err = dev:resize(r.size)
 		else
 			ok, err = dev:reload({ backend = r.backend, args = r.args })
 		end
-		if ok then
+		if ok and r.size then
+			log(("resized to %d bytes"):format(r.size))
+		elseif ok then
 			log(("reloaded %s"):format(r.backend or "the backend"))
+		elseif r.size then
+			err = tostring(err):gsub("^E%u+: ", "")
+			log(("resize failed, the device keeps its size: %s"):format(err))
 		else
 			err = tostring(err):gsub("^E%u+: ", "")
 			log(("reload failed, the old backend serves on: %s"):format(err))

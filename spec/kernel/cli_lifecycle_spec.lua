@@ -60,6 +60,29 @@ describe("luablk add", function()
 		assert.equal(0, luablk.wait(pid))
 		assert.is_true(u.gone(line))
 	end)
+
+	it("is left serving by luablk del --safe while it is open, where the kernel can refuse", function()
+		local safe = u.kernel_has("safe_stop_dev")
+		local pid, line = start_add({ "mem", "--size", "16M" })
+		local id = line:match("(%d+)$")
+		local fd = assert(posix.open(line, posix.O_RDONLY))
+		local status, out, err = u.run({ bin, "del", "--safe", id })
+		local want = safe and ("luablk: device %s is in use (open, mounted or held by a process): not removed\n"):format(id)
+			or "luablk: this kernel cannot refuse to remove a device in use (--safe needs Linux 7.0, UBLK_F_SAFE_STOP_DEV)\n"
+		assert.same({ 1, "", want }, { status, out, err })
+		assert.equal("live", assert(luablk.query(tonumber(id))).state)
+		-- still serving: a read through the open fd works
+		local buf = posix.aligned(4096)
+		assert.equal(4096, u.pread(fd, buf, 4096, 0))
+		posix.close(fd)
+		if safe then
+			u.sh({ bin, "del", "--safe", id })
+		else
+			u.sh({ bin, "del", id })
+		end
+		assert.equal(0, luablk.wait(pid))
+		assert.is_true(u.gone(line))
+	end)
 end)
 
 describe("bad input", function()

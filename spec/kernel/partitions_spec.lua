@@ -1,6 +1,6 @@
 -- A device's partitions exist when `luablk add` prints its path, on every
 -- kernel: 6.12 scans inside START_DEV, 7.x would scan later in a worker
--- unless luablk scans itself (NO_AUTO_PART_SCAN).
+-- unless luablk scans itself (NO_AUTO_PART_SCAN); --no-part-scan skips it.
 local ffi = require("ffi")
 local luablk = require("luablk")
 local posix = require("luablk.posix")
@@ -36,5 +36,33 @@ describe("partitions", function()
 		assert.equal(0, ffi.C.kill(pid, 15))
 		assert.equal(0, luablk.wait(pid))
 		assert.is_true(present, "no " .. path .. "p1 and p2 when add returned")
+	end)
+
+	it("are not scanned with --no-part-scan, where the kernel allows it, and refused in one line where not", function()
+		local img = image_with_partitions()
+		finally(function()
+			os.remove(img)
+		end)
+		local allowed = u.kernel_has("no_auto_part_scan")
+		local args = { "file", "--size", "16M", "--no-part-scan", "--", "path=" .. img }
+		if not allowed then
+			local before = #assert(luablk.list())
+			local status, out, err = u.run({ u.luablk_bin, "add", unpack(args) })
+			assert.equal(1, status)
+			assert.equal("", out)
+			assert.equal("luablk: this kernel always scans partitions (--no-part-scan needs Linux 7.0, "
+				.. "UBLK_F_NO_AUTO_PART_SCAN)\n", err)
+			assert.equal(before, #assert(luablk.list()), "a device was left behind")
+			return
+		end
+		local pid, path = u.start_add(args)
+		assert.matches("^/dev/ublkb%d+$", path)
+		local absent = not posix.exists(path .. "p1")
+		u.sh({ "blockdev", "--rereadpt", path })
+		local later = posix.exists(path .. "p1") and posix.exists(path .. "p2")
+		assert.equal(0, ffi.C.kill(pid, 15))
+		assert.equal(0, luablk.wait(pid))
+		assert.is_true(absent, "partitions were scanned despite --no-part-scan")
+		assert.is_true(later, "BLKRRPART did not scan them later")
 	end)
 end)

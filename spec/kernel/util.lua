@@ -94,6 +94,16 @@ end
 
 M.fixtures = M.root .. "/spec/kernel/backends"
 
+-- Whether the running kernel reports feature name (luablk features).
+function M.kernel_has(name)
+	for _, n in ipairs(assert(luablk.features())) do
+		if n == name then
+			return true
+		end
+	end
+	return false
+end
+
 -- Runs fn(dir) with dir on a fresh 64 MiB ext4 (loop-mounted from a file
 -- in /tmp), for tests that need a file system that allocates blocks and
 -- writes pages back, unlike the guest's tmpfs /tmp. Cleans up, then
