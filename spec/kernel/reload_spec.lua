@@ -115,7 +115,9 @@ describe("luablk reload", function()
 
 	it("gives up on a backend call that takes too long, and the old backend serves on", function()
 		local MiB = 2 ^ 20
-		local pid, path = u.start_add({ VERSIONED, "--size", "16M", "--", "v=1", "slow_at=" .. MiB, "slow_ms=13000" })
+		-- 20 s against the reload's 10 s, so that a loaded machine noticing
+		-- the slow read late still sees the reload give up.
+		local pid, path = u.start_add({ VERSIONED, "--size", "16M", "--", "v=1", "slow_at=" .. MiB, "slow_ms=20000" })
 		assert(path, "luablk add printed no device")
 		local id = tostring(id_of(path))
 		local ok, err = pcall(function()
