@@ -1,5 +1,6 @@
 -- The machinery of part A (server.lua): servers run by `luablk add` in
--- their own processes, the CPU time of their queue threads, and fio.
+-- their own processes (or a loop device), the CPU time of their queue
+-- threads, and fio.
 local cjson = require("cjson")
 local ffi = require("ffi")
 local luablk = require("luablk")
@@ -183,9 +184,34 @@ function M.start(bin, size, args, env)
 	return s
 end
 
+-- Waits up to 5 s for a device node to appear.
+local function wait_node(path)
+	for _ = 1, 250 do
+		if posix.exists(path) then
+			return
+		end
+		luablk.sleep(0.02)
+	end
+	error(path .. " did not appear", 2)
+end
+
+-- Attaches the kernel's loop driver to path with direct IO; a kernel
+-- driver, so the server has no pid and no CPU figure.
+function M.start_loop(path)
+	local dev = proc.check({ "losetup", "--direct-io=on", "--find", "--show", path }):gsub("%s+$", "")
+	local name = dev:match("[^/]+$")
+	wait_node(dev)
+	set_scheduler(name)
+	return { loop = true, path = dev, name = name }
+end
+
 function M.stop(s)
-	ffi.C.kill(s.pid, 15)
-	luablk.wait(s.pid)
+	if s.loop then
+		proc.check({ "losetup", "--detach", s.path })
+	else
+		ffi.C.kill(s.pid, 15)
+		luablk.wait(s.pid)
+	end
 end
 
 return M
