@@ -111,8 +111,8 @@ for _, r in ipairs(result.summary) do
 end
 print()
 print(("targets met: %d, missed: %d"):format(met, missed))
--- Rows part A could not run here (a missing device, too few CPUs), and
--- why.
+-- Rows part A could not run here (a missing device, a peer server not
+-- given, too few CPUs), and why.
 for _, part in ipairs(result.A) do
 	for _, n in ipairs(part.notes or {}) do
 		print("note: " .. n)

@@ -1,6 +1,6 @@
 -- The machinery of part A (server.lua): servers run by `luablk add` in
--- their own processes (or a loop device), the CPU time of their queue
--- threads, and fio.
+-- their own processes (or ublksrv's, or a loop device), the CPU time of
+-- their queue threads, and fio.
 local cjson = require("cjson")
 local ffi = require("ffi")
 local luablk = require("luablk")
@@ -141,10 +141,11 @@ local function fill(path)
 	})
 end
 
--- The queues a server with `luablk add` arguments args has.
+-- The queues a server with `luablk add` (or `ublk add`) arguments args
+-- has.
 function M.queues(args)
 	for k, a in ipairs(args) do
-		if a == "--queues" then
+		if a == "--queues" or (args.peer and a == "-q") then
 			return tonumber(args[k + 1])
 		end
 	end
@@ -195,6 +196,28 @@ local function wait_node(path)
 	error(path .. " did not appear", 2)
 end
 
+-- Starts ublksrv, `DIR/ublk add ARGS` (args: the server's array part),
+-- for a row compared with luablk. `ublk add` returns once its daemon has
+-- started the device, and prints the device (dev id N) and the daemon's
+-- pid; the daemon's queue threads are found as luablk's are (every thread
+-- but the main one and the io_uring workers), so that its CPU per IO is
+-- taken the same way. Nothing is filled: ublksrv's targets here serve
+-- devices that keep no data.
+function M.start_ublksrv(dir, args)
+	local argv = { dir .. "/ublk", "add" }
+	for _, a in ipairs(args) do
+		argv[#argv + 1] = a
+	end
+	local out = proc.check(argv)
+	local id, pid = out:match("dev id (%d+)"), tonumber(out:match("daemon pid (%d+)"))
+	assert(id and pid, "ublk add printed no dev id and daemon pid: " .. out)
+	local name = "ublkb" .. id
+	wait_node("/dev/" .. name)
+	set_scheduler(name)
+	local tids = queue_tids(pid, M.queues(args))
+	return { ublksrv = dir, id = id, pid = pid, path = "/dev/" .. name, name = name, tids = tids }
+end
+
 -- Attaches the kernel's loop driver to path with direct IO; a kernel
 -- driver, so the server has no pid and no CPU figure.
 function M.start_loop(path)
@@ -208,6 +231,8 @@ end
 function M.stop(s)
 	if s.loop then
 		proc.check({ "losetup", "--detach", s.path })
+	elseif s.ublksrv then
+		proc.check({ s.ublksrv .. "/ublk", "del", "-n", s.id })
 	else
 		ffi.C.kill(s.pid, 15)
 		luablk.wait(s.pid)
