@@ -39,18 +39,18 @@ local function queue_tids(pid, queues)
 	return tids
 end
 
--- CPU ticks (user+sys) of one thread, 0 once it has gone.
+-- CPU ticks of one thread as { user, sys }, 0 once it has gone.
 local function ticks(pid, tid)
 	local stat = read_file(("/proc/%d/task/%d/stat"):format(pid, tid))
 	if not stat then
-		return 0
+		return { 0, 0 }
 	end
 	local fields = {}
 	for f in stat:match("%) (.*)$"):gmatch("%S+") do
 		fields[#fields + 1] = f
 	end
 	-- utime and stime are fields 14 and 15 of stat; 12 and 13 after ")".
-	return tonumber(fields[12]) + tonumber(fields[13])
+	return { tonumber(fields[12]), tonumber(fields[13]) }
 end
 
 -- Per-thread CPU ticks of the queue threads and of the io_uring workers
@@ -69,15 +69,17 @@ function M.queue_ticks(s)
 	return t
 end
 
--- CPU seconds between two queue_ticks snapshots (a worker that came and
--- went between them is missed: workers serve blocking work only, which
--- the shipped backends do not ask for).
+-- CPU seconds (user+sys, and user alone) between two queue_ticks
+-- snapshots (a worker that came and went between them is missed: workers
+-- serve blocking work only, which the shipped backends do not ask for).
 function M.cpu_between(a, b)
-	local sum = 0
+	local sum, user = 0, 0
 	for tid, v in pairs(b) do
-		sum = sum + v - (a[tid] or 0)
+		local was = a[tid] or { 0, 0 }
+		user = user + v[1] - was[1]
+		sum = sum + v[1] - was[1] + v[2] - was[2]
 	end
-	return sum / CLK_TCK
+	return sum / CLK_TCK, user / CLK_TCK
 end
 
 -- CPUs for fio's jobs: job j goes to blk-mq queue j mod Q, on the last

@@ -158,7 +158,8 @@ for _, rw in ipairs({ "randread", "randwrite" }) do
 end
 -- S7 adds, for where the CPU goes: the same backend with async=0 (one IO
 -- at a time, plain pread/pwrite), and luablk's null servers (no backend
--- work at all: what the ublk side of a queue costs).
+-- work at all: what the ublk side of a queue costs; on reads they fill
+-- the buffer with zeros too).
 local FILE_SYNC = { "file", "--", "path=/dev/nullb0", "direct=1", "async=0" }
 for _, rw in ipairs({ "randread", "randwrite" }) do
 	local j, sfx = job(rw, "4k", 32), (" %s qd32"):format(rw)
@@ -166,10 +167,8 @@ for _, rw in ipairs({ "randread", "randwrite" }) do
 	ROWS[#ROWS + 1] = row("S7", base, UBLKSRV_LOOP, j, { quick = quick })
 	ROWS[#ROWS + 1] = row("S7", "lua file" .. sfx, FILE, j, { base = base, max = 1.3, quick = quick })
 	ROWS[#ROWS + 1] = row("S7", "lua file async=0" .. sfx, FILE_SYNC, j, { base = base })
-	if rw == "randread" then
-		ROWS[#ROWS + 1] = row("S7", "c-null" .. sfx, { "c-null" }, j, { base = base })
-		ROWS[#ROWS + 1] = row("S7", "lua null" .. sfx, { "null" }, j, { base = base })
-	end
+	ROWS[#ROWS + 1] = row("S7", "c-null" .. sfx, { "c-null" }, j, { base = base })
+	ROWS[#ROWS + 1] = row("S7", "lua null" .. sfx, { "null" }, j, { base = base })
 	ROWS[#ROWS + 1] = row("S7", "kernel loop" .. sfx, KLOOP, j, { base = base, metric = "iops" })
 	ROWS[#ROWS + 1] = row("S7", "null_blk" .. sfx, NULLB, j)
 end
@@ -308,8 +307,16 @@ local function measure(r, s, seconds)
 	local cpus = s and rig.job_cpus(s.name, r.fio.jobs)
 	local t0 = s and s.pid and rig.queue_ticks(s)
 	local iops, ios = rig.fio(path, r.fio, seconds, cpus)
-	local cpu = t0 and rig.cpu_between(t0, rig.queue_ticks(s))
-	return { iops = iops, ios = ios, cpu_us_per_io = cpu and ios > 0 and cpu * 1e6 / ios or nil }
+	local cpu, user
+	if t0 then
+		cpu, user = rig.cpu_between(t0, rig.queue_ticks(s))
+	end
+	local function per_io(v)
+		return v and ios > 0 and v * 1e6 / ios or nil
+	end
+	-- user: the part of it in user mode (the rest is the kernel's, in the
+	-- server's system calls and the task work it runs for them)
+	return { iops = iops, ios = ios, cpu_us_per_io = per_io(cpu), user_us_per_io = per_io(user) }
 end
 
 local function median(list, key)
@@ -367,6 +374,7 @@ local function run_scenario(rows)
 	for _, r in ipairs(rows) do
 		r.iops = median(r.runs, "iops")
 		r.cpu_us_per_io = median(r.runs, "cpu_us_per_io")
+		r.user_us_per_io = median(r.runs, "user_us_per_io")
 	end
 end
 
@@ -467,7 +475,7 @@ for _, sc in ipairs(scenarios) do
 		end
 		detail[#detail + 1] = {
 			scenario = r.scenario, case = r.case, server = r.server.dev or r.server, kind = kind(r), fio = r.fio,
-			runs = r.runs, iops = r.iops, cpu_us_per_io = r.cpu_us_per_io,
+			runs = r.runs, iops = r.iops, cpu_us_per_io = r.cpu_us_per_io, user_us_per_io = r.user_us_per_io,
 		}
 		summary[#summary + 1] = {
 			part = "A", scenario = r.scenario, case = r.case, iops = r.iops, cpu_us_per_io = r.cpu_us_per_io,
