@@ -212,6 +212,17 @@ do
 	end
 end
 
+for sc in (opts.scenarios or ""):gmatch("[^,]+") do
+	local known = false
+	for _, r in ipairs(ROWS) do
+		known = known or r.scenario == sc
+	end
+	if not known then
+		io.stderr:write("server.lua: no scenario ", sc, " (S1 to S8)\n")
+		os.exit(2)
+	end
+end
+
 local REPS = opts.quick and 1 or 3
 local RUNTIME = opts.quick and 2 or 4 -- seconds per measurement
 local WARMUP = 1 -- seconds of the row's own job before it is measured
