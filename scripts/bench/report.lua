@@ -111,6 +111,16 @@ for _, r in ipairs(result.summary) do
 end
 print()
 print(("targets met: %d, missed: %d"):format(met, missed))
+-- Rows part A could not run here (a missing device, a peer server not
+-- given, too few CPUs), and why.
+for _, part in ipairs(result.A) do
+	for _, n in ipairs(part.notes or {}) do
+		print("note: " .. n)
+	end
+	for _, s in ipairs(part.skipped or {}) do
+		print("skipped: " .. s)
+	end
+end
 if vm then
 	print(result.note)
 end

@@ -1,5 +1,6 @@
 -- The machinery of part A (server.lua): servers run by `luablk add` in
--- their own processes, the CPU time of their queue threads, and fio.
+-- their own processes (or ublksrv's, or a loop device), the CPU time of
+-- their queue threads, and fio.
 local cjson = require("cjson")
 local ffi = require("ffi")
 local luablk = require("luablk")
@@ -38,18 +39,18 @@ local function queue_tids(pid, queues)
 	return tids
 end
 
--- CPU ticks (user+sys) of one thread, 0 once it has gone.
+-- CPU ticks of one thread as { user, sys }, 0 once it has gone.
 local function ticks(pid, tid)
 	local stat = read_file(("/proc/%d/task/%d/stat"):format(pid, tid))
 	if not stat then
-		return 0
+		return { 0, 0 }
 	end
 	local fields = {}
 	for f in stat:match("%) (.*)$"):gmatch("%S+") do
 		fields[#fields + 1] = f
 	end
 	-- utime and stime are fields 14 and 15 of stat; 12 and 13 after ")".
-	return tonumber(fields[12]) + tonumber(fields[13])
+	return { tonumber(fields[12]), tonumber(fields[13]) }
 end
 
 -- Per-thread CPU ticks of the queue threads and of the io_uring workers
@@ -68,15 +69,17 @@ function M.queue_ticks(s)
 	return t
 end
 
--- CPU seconds between two queue_ticks snapshots (a worker that came and
--- went between them is missed: workers serve blocking work only, which
--- the shipped backends do not ask for).
+-- CPU seconds (user+sys, and user alone) between two queue_ticks
+-- snapshots (a worker that came and went between them is missed: workers
+-- serve blocking work only, which the shipped backends do not ask for).
 function M.cpu_between(a, b)
-	local sum = 0
+	local sum, user = 0, 0
 	for tid, v in pairs(b) do
-		sum = sum + v - (a[tid] or 0)
+		local was = a[tid] or { 0, 0 }
+		user = user + v[1] - was[1]
+		sum = sum + v[1] - was[1] + v[2] - was[2]
 	end
-	return sum / CLK_TCK
+	return sum / CLK_TCK, user / CLK_TCK
 end
 
 -- CPUs for fio's jobs: job j goes to blk-mq queue j mod Q, on the last
@@ -140,10 +143,11 @@ local function fill(path)
 	})
 end
 
--- The queues a server with `luablk add` arguments args has.
+-- The queues a server with `luablk add` (or `ublk add`) arguments args
+-- has.
 function M.queues(args)
 	for k, a in ipairs(args) do
-		if a == "--queues" then
+		if a == "--queues" or (args.peer and a == "-q") then
 			return tonumber(args[k + 1])
 		end
 	end
@@ -183,9 +187,58 @@ function M.start(bin, size, args, env)
 	return s
 end
 
+-- Waits up to 5 s for a device node to appear.
+local function wait_node(path)
+	for _ = 1, 250 do
+		if posix.exists(path) then
+			return
+		end
+		luablk.sleep(0.02)
+	end
+	error(path .. " did not appear", 2)
+end
+
+-- Starts ublksrv, `DIR/ublk add ARGS` (args: the server's array part),
+-- for a row compared with luablk. `ublk add` returns once its daemon has
+-- started the device, and prints the device (dev id N) and the daemon's
+-- pid; the daemon's queue threads are found as luablk's are (every thread
+-- but the main one and the io_uring workers), so that its CPU per IO is
+-- taken the same way. Nothing is filled: ublksrv's targets here serve
+-- devices that keep no data.
+function M.start_ublksrv(dir, args)
+	local argv = { dir .. "/ublk", "add" }
+	for _, a in ipairs(args) do
+		argv[#argv + 1] = a
+	end
+	local out = proc.check(argv)
+	local id, pid = out:match("dev id (%d+)"), tonumber(out:match("daemon pid (%d+)"))
+	assert(id and pid, "ublk add printed no dev id and daemon pid: " .. out)
+	local name = "ublkb" .. id
+	wait_node("/dev/" .. name)
+	set_scheduler(name)
+	local tids = queue_tids(pid, M.queues(args))
+	return { ublksrv = dir, id = id, pid = pid, path = "/dev/" .. name, name = name, tids = tids }
+end
+
+-- Attaches the kernel's loop driver to path with direct IO; a kernel
+-- driver, so the server has no pid and no CPU figure.
+function M.start_loop(path)
+	local dev = proc.check({ "losetup", "--direct-io=on", "--find", "--show", path }):gsub("%s+$", "")
+	local name = dev:match("[^/]+$")
+	wait_node(dev)
+	set_scheduler(name)
+	return { loop = true, path = dev, name = name }
+end
+
 function M.stop(s)
-	ffi.C.kill(s.pid, 15)
-	luablk.wait(s.pid)
+	if s.loop then
+		proc.check({ "losetup", "--detach", s.path })
+	elseif s.ublksrv then
+		proc.check({ s.ublksrv .. "/ublk", "del", "-n", s.id })
+	else
+		ffi.C.kill(s.pid, 15)
+		luablk.wait(s.pid)
+	end
 end
 
 return M

@@ -20,9 +20,16 @@
 -- warm-up. That pass is separate so that the log never weighs on A.
 --
 --   build/luablk run scripts/bench/server.lua [--quick] [--scenarios S1,S3]
---       [--guest-cpus N] [--json FILE]
+--       [--guest NAME] [--json FILE]
+--   build/luablk run scripts/bench/server.lua [--quick] [--scenarios ...]
+--       --list-guests
 -- (as root on a ublk kernel; scripts/bench/run starts it in the VM, once
--- per guest size with --guest-cpus: the scenarios that want that size)
+-- per guest of GUESTS with --guest: the scenarios that want that guest.
+-- --list-guests prints the guests the selected rows want, one a line:
+-- NAME, vCPUs, "icount" or "smp", the kernel arguments, tab-separated.)
+-- The rows of ublksrv run when PEER_UBLKSRV names a directory holding
+-- ublksrv's `ublk` program; otherwise they are skipped and the report says
+-- so. Nothing else needs ublksrv.
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
 package.path = here .. "/?.lua;" .. package.path
 
@@ -39,18 +46,24 @@ local function job(rw, bs, qd, jobs)
 	return { rw = rw, bs = bs, qd = qd, jobs = jobs or 1 }
 end
 
--- One row: scenario, case (unique, how baselines are named), the server
--- (arguments of `luablk add` after the backend, or { dev = PATH } for a
--- kernel device), fio's job, and options:
+-- One row: scenario, case (unique, how baselines are named), the server,
+-- fio's job, and options. The server is one of
+--   { BACKEND, ARGS... }          `luablk add BACKEND --size SIZE ARGS...`
+--   { peer = "ublksrv", ARGS... } `$PEER_UBLKSRV/ublk add ARGS...` (rig.lua)
+--   { loop = PATH }               the kernel's loop driver over PATH, with
+--                                 direct IO: IOPS only, no server CPU
+--   { dev = PATH }                a kernel device as it is: IOPS only
+-- Options:
 --   base    the case this row is compared with
 --   metric  "cpu" (default: ratio of CPU per IO) or "iops" (ratio of IOPS)
---   max     target: ratio at most this;  above: target: ratio above this
+--   max     target: ratio at most this;  above: ratio above this;
+--   min     ratio at least this
 --   quick   run in --quick
 local function row(scenario, case, server, fio, o)
 	o = o or {}
 	return {
 		scenario = scenario, case = case, server = server, fio = fio, base = o.base,
-		metric = o.metric or "cpu", max = o.max, above = o.above, quick = o.quick,
+		metric = o.metric or "cpu", max = o.max, above = o.above, min = o.min, quick = o.quick,
 	}
 end
 
@@ -121,10 +134,59 @@ local ROWS = {
 		job("randread", "4k", 32), { base = "mem + delay:ms=1 qd1", metric = "iops" }),
 }
 
--- The size of VM a scenario wants when it runs in one (--guest-cpus);
--- scenarios not named here want 2 vCPUs. S3 needs a CPU per queue, with
--- the vCPUs running in parallel (see scripts/bench/run).
-local GUEST_CPUS = { S3 = 4 }
+-- S6 and S7: the async `file` backend with O_DIRECT over null_blk, against
+-- ublksrv's loop target (the same job in C: io_uring on the backing device)
+-- and, for IOPS, the kernel's loop driver and null_blk itself. In S6's
+-- guest null_blk completes each IO by a timer 200 us later (GUESTS below),
+-- so a server's IOPS show how many IOs it keeps in flight; S7's null_blk
+-- completes at once, so what shows is the server's CPU per IO.
+-- Targets: S6 luablk >= 0.9x ublksrv's IOPS at QD 32 and 128; S7 luablk's
+-- CPU per IO <= 1.3x ublksrv's at QD 32.
+local FILE = { "file", "--", "path=/dev/nullb0", "direct=1" }
+local UBLKSRV_LOOP = { peer = "ublksrv", "-t", "loop", "-f", "/dev/nullb0" }
+local KLOOP = { loop = "/dev/nullb0" }
+for _, rw in ipairs({ "randread", "randwrite" }) do
+	for _, qd in ipairs({ 1, 32, 128 }) do
+		local j, sfx = job(rw, "4k", qd), (" %s qd%d"):format(rw, qd)
+		local goal = qd > 1 and 0.9 or nil
+		ROWS[#ROWS + 1] = row("S6", "ublksrv loop" .. sfx, UBLKSRV_LOOP, j)
+		ROWS[#ROWS + 1] = row("S6", "lua file" .. sfx, FILE, j,
+			{ base = "ublksrv loop" .. sfx, metric = "iops", min = goal })
+		ROWS[#ROWS + 1] = row("S6", "kernel loop" .. sfx, KLOOP, j, { base = "ublksrv loop" .. sfx, metric = "iops" })
+		ROWS[#ROWS + 1] = row("S6", "null_blk" .. sfx, NULLB, j)
+	end
+end
+-- S7 adds, for where the CPU goes: the same backend with async=0 (one IO
+-- at a time, plain pread/pwrite), and luablk's null servers (no backend
+-- work at all: what the ublk side of a queue costs; on reads they fill
+-- the buffer with zeros too).
+local FILE_SYNC = { "file", "--", "path=/dev/nullb0", "direct=1", "async=0" }
+for _, rw in ipairs({ "randread", "randwrite" }) do
+	local j, sfx = job(rw, "4k", 32), (" %s qd32"):format(rw)
+	local base, quick = "ublksrv loop" .. sfx, rw == "randread"
+	ROWS[#ROWS + 1] = row("S7", base, UBLKSRV_LOOP, j, { quick = quick })
+	ROWS[#ROWS + 1] = row("S7", "lua file" .. sfx, FILE, j, { base = base, max = 1.3, quick = quick })
+	ROWS[#ROWS + 1] = row("S7", "lua file async=0" .. sfx, FILE_SYNC, j, { base = base })
+	ROWS[#ROWS + 1] = row("S7", "c-null" .. sfx, { "c-null" }, j, { base = base })
+	ROWS[#ROWS + 1] = row("S7", "lua null" .. sfx, { "null" }, j, { base = base })
+	ROWS[#ROWS + 1] = row("S7", "kernel loop" .. sfx, KLOOP, j, { base = base, metric = "iops" })
+	ROWS[#ROWS + 1] = row("S7", "null_blk" .. sfx, NULLB, j)
+end
+
+-- The guests scenarios run in when part A runs in a VM. scripts/bench/run
+-- asks for the ones this run needs (--list-guests), boots each in turn and
+-- runs its scenarios there (--guest NAME). cpus: vCPUs; icount: the guest
+-- counts instructions (see scripts/bench/run); null_blk: module parameters
+-- for the guest's kernel command line, checked before the rows run (on a
+-- host's own kernel too, where they are not set for us).
+local GUESTS = {
+	{ name = "2cpu", cpus = 2, icount = true },
+	-- S3 needs a CPU per queue, with the vCPUs running in parallel.
+	{ name = "4cpu", cpus = 4 },
+	-- S6: a device bound by its latency, not by anyone's CPU.
+	{ name = "2cpu-nullb-200us", cpus = 2, icount = true, null_blk = { irqmode = "2", completion_nsec = "200000" } },
+}
+local GUEST_OF = { S3 = "4cpu", S6 = "2cpu-nullb-200us" } -- others: the first
 
 local opts = { quick = false }
 do
@@ -133,7 +195,9 @@ do
 		local a = arg[i]
 		if a == "--quick" then
 			opts.quick = true
-		elseif a == "--json" or a == "--scenarios" or a == "--guest-cpus" then
+		elseif a == "--list-guests" then
+			opts.list_guests = true
+		elseif a == "--json" or a == "--scenarios" or a == "--guest" then
 			i = i + 1
 			if not arg[i] then
 				io.stderr:write("server.lua: ", a, " needs a value\n")
@@ -148,14 +212,44 @@ do
 	end
 end
 
+for sc in (opts.scenarios or ""):gmatch("[^,]+") do
+	local known = false
+	for _, r in ipairs(ROWS) do
+		known = known or r.scenario == sc
+	end
+	if not known then
+		io.stderr:write("server.lua: no scenario ", sc, " (S1 to S8)\n")
+		os.exit(2)
+	end
+end
+
 local REPS = opts.quick and 1 or 3
 local RUNTIME = opts.quick and 2 or 4 -- seconds per measurement
 local WARMUP = 1 -- seconds of the row's own job before it is measured
 local bin = (os.getenv("LUABLK_ROOT") or ".") .. "/build/luablk"
 local ncpu = tonumber((proc.check({ "nproc" }))) or 1
 
--- The rows this run measures, in order.
-local function selected()
+local function guest_of(r)
+	local name = GUEST_OF[r.scenario] or GUESTS[1].name
+	for _, g in ipairs(GUESTS) do
+		if g.name == name then
+			return g
+		end
+	end
+end
+
+-- The guest's kernel command line: its null_blk parameters.
+local function guest_append(g)
+	local out = {}
+	for k, v in pairs(g.null_blk or {}) do
+		out[#out + 1] = ("null_blk.%s=%s"):format(k, v)
+	end
+	table.sort(out)
+	return table.concat(out, " ")
+end
+
+-- The rows this run measures, in order (all guests' with guest = nil).
+local function selected(guest)
 	local want
 	if opts.scenarios then
 		want = {}
@@ -163,25 +257,77 @@ local function selected()
 			want[s] = true
 		end
 	end
-	local guest = tonumber(opts.guest_cpus)
 	local out = {}
 	for _, r in ipairs(ROWS) do
-		local size_ok = not guest or (GUEST_CPUS[r.scenario] or 2) == guest
-		if size_ok and (not want or want[r.scenario]) and (not opts.quick or r.quick) then
+		local guest_ok = not guest or guest_of(r).name == guest
+		if guest_ok and (not want or want[r.scenario]) and (not opts.quick or r.quick) then
 			out[#out + 1] = r
 		end
 	end
 	return out
 end
 
--- One timed run of row r on its server s (nil for a kernel device).
+if opts.list_guests then
+	local want = {}
+	for _, r in ipairs(selected()) do
+		want[guest_of(r).name] = true
+	end
+	for _, g in ipairs(GUESTS) do
+		if want[g.name] then
+			print(("%s\t%d\t%s\t%s"):format(g.name, g.cpus, g.icount and "icount" or "smp", guest_append(g)))
+		end
+	end
+	os.exit(0)
+end
+
+-- How a row's server runs: "luablk", "peer" (ublksrv) or "kernel" (a
+-- kernel driver: no server process, no CPU figure).
+local function kind(r)
+	if r.server.dev or r.server.loop then
+		return "kernel"
+	end
+	return r.server.peer and "peer" or "luablk"
+end
+
+-- Why the rows of ublksrv cannot run here, if they cannot.
+local PEER = os.getenv("PEER_UBLKSRV")
+local function peer_missing()
+	if not PEER or PEER == "" then
+		return "PEER_UBLKSRV is not set"
+	end
+	local status = proc.run({ PEER .. "/ublk", "-v" })
+	if status ~= 0 then
+		return ("%s/ublk does not run (status %s)"):format(PEER, tostring(status))
+	end
+end
+
+-- Why a guest's null_blk parameters are not in force here, if they are not.
+local function nullb_differs(g)
+	for k, v in pairs(g.null_blk or {}) do
+		local have = (posix.read_file("/sys/module/null_blk/parameters/" .. k) or "?"):gsub("%s+$", "")
+		if have ~= v then
+			return ("null_blk.%s is %s, not %s"):format(k, have, v)
+		end
+	end
+end
+
+-- One timed run of row r on its server s (nil for a kernel device as it
+-- is; a server without a pid, such as a loop device, has no CPU figure).
 local function measure(r, s, seconds)
 	local path = s and s.path or r.server.dev
 	local cpus = s and rig.job_cpus(s.name, r.fio.jobs)
-	local t0 = s and rig.queue_ticks(s)
+	local t0 = s and s.pid and rig.queue_ticks(s)
 	local iops, ios = rig.fio(path, r.fio, seconds, cpus)
-	local cpu = s and rig.cpu_between(t0, rig.queue_ticks(s))
-	return { iops = iops, ios = ios, cpu_us_per_io = cpu and ios > 0 and cpu * 1e6 / ios or nil }
+	local cpu, user
+	if t0 then
+		cpu, user = rig.cpu_between(t0, rig.queue_ticks(s))
+	end
+	local function per_io(v)
+		return v and ios > 0 and v * 1e6 / ios or nil
+	end
+	-- user: the part of it in user mode (the rest is the kernel's, in the
+	-- server's system calls and the task work it runs for them)
+	return { iops = iops, ios = ios, cpu_us_per_io = per_io(cpu), user_us_per_io = per_io(user) }
 end
 
 local function median(list, key)
@@ -197,11 +343,22 @@ local function median(list, key)
 end
 
 local function server_key(r)
-	return r.server.dev or table.concat(r.server, " ")
+	return r.server.dev or (r.server.loop and "loop " .. r.server.loop)
+		or (r.server.peer and r.server.peer .. " " or "") .. table.concat(r.server, " ")
 end
 
 local function needs_cpus(r)
-	return math.max(r.server.dev and 1 or rig.queues(r.server), r.fio.jobs)
+	return math.max(kind(r) ~= "kernel" and rig.queues(r.server) or 1, r.fio.jobs)
+end
+
+local function start(r, env)
+	local k = kind(r)
+	if r.server.loop then
+		return rig.start_loop(r.server.loop)
+	elseif k == "peer" then
+		return rig.start_ublksrv(PEER, r.server)
+	end
+	return rig.start(bin, SIZE, r.server, env)
 end
 
 -- Measures the rows of one scenario: servers side by side, turns taken.
@@ -210,7 +367,7 @@ local function run_scenario(rows)
 	for _, r in ipairs(rows) do
 		local key = server_key(r)
 		if not r.server.dev and not servers[key] then
-			servers[key] = rig.start(bin, SIZE, r.server)
+			servers[key] = start(r)
 			order[#order + 1] = key
 		end
 		r.runs = {}
@@ -228,6 +385,7 @@ local function run_scenario(rows)
 	for _, r in ipairs(rows) do
 		r.iops = median(r.runs, "iops")
 		r.cpu_us_per_io = median(r.runs, "cpu_us_per_io")
+		r.user_us_per_io = median(r.runs, "user_us_per_io")
 	end
 end
 
@@ -254,17 +412,33 @@ local function jit_health(r)
 	return sum
 end
 
-local rows = selected()
+local rows = selected(opts.guest)
 local by_case = {}
 for _, r in ipairs(rows) do
 	by_case[r.case] = r
 end
 
 -- Measure, scenario by scenario, what this machine can run.
-local skipped, scenario_rows, scenarios = {}, {}, {}
+local skipped, scenario_rows, scenarios, notes = {}, {}, {}, {}
+local no_peer = peer_missing()
+local noted = {}
+local function note(text)
+	if not noted[text] then
+		noted[text] = true
+		notes[#notes + 1] = text
+	end
+end
 for _, r in ipairs(rows) do
-	if r.server.dev and not posix.exists(r.server.dev) then
-		skipped[#skipped + 1] = r.case .. " (no " .. r.server.dev .. ")"
+	local dev = r.server.dev or r.server.loop
+	local nullb = nullb_differs(guest_of(r))
+	if dev and not posix.exists(dev) then
+		skipped[#skipped + 1] = r.case .. " (no " .. dev .. ")"
+	elseif nullb then
+		skipped[#skipped + 1] = ("%s %s (%s)"):format(r.scenario, r.case, nullb)
+		note(("%s skipped: it wants a null_blk with %s, and %s"):format(r.scenario, guest_append(guest_of(r)), nullb))
+	elseif kind(r) == "peer" and no_peer then
+		skipped[#skipped + 1] = ("%s %s (%s)"):format(r.scenario, r.case, no_peer)
+		note(("ublksrv rows skipped: %s (a directory holding ublksrv's `ublk`)"):format(no_peer))
 	elseif needs_cpus(r) > ncpu then
 		skipped[#skipped + 1] = r.case .. (" (needs %d CPUs, %d here)"):format(needs_cpus(r), ncpu)
 	else
@@ -287,6 +461,8 @@ local function fmt_target(r)
 		return ("<= %.2fx"):format(r.max)
 	elseif r.above then
 		return ("> %.2fx"):format(r.above)
+	elseif r.min then
+		return (">= %.2fx"):format(r.min)
 	end
 end
 for _, sc in ipairs(scenarios) do
@@ -305,10 +481,12 @@ for _, sc in ipairs(scenarios) do
 			met = ratio <= r.max
 		elseif ratio and r.above then
 			met = ratio > r.above
+		elseif ratio and r.min then
+			met = ratio >= r.min
 		end
 		detail[#detail + 1] = {
-			scenario = r.scenario, case = r.case, server = r.server.dev or r.server, fio = r.fio,
-			runs = r.runs, iops = r.iops, cpu_us_per_io = r.cpu_us_per_io,
+			scenario = r.scenario, case = r.case, server = r.server.dev or r.server, kind = kind(r), fio = r.fio,
+			runs = r.runs, iops = r.iops, cpu_us_per_io = r.cpu_us_per_io, user_us_per_io = r.user_us_per_io,
 		}
 		summary[#summary + 1] = {
 			part = "A", scenario = r.scenario, case = r.case, iops = r.iops, cpu_us_per_io = r.cpu_us_per_io,
@@ -325,7 +503,7 @@ for _, sc in ipairs(scenarios) do
 	for _, r in ipairs(scenario_rows[sc]) do
 		local j = r.fio
 		local key = ("%s %s %s %d %d"):format(server_key(r), j.rw, j.bs, j.qd, j.jobs)
-		if not r.server.dev and not r.server[1]:find("^c%-") and not seen[key] then
+		if kind(r) == "luablk" and not r.server[1]:find("^c%-") and not seen[key] then
 			seen[key] = true
 			io.stderr:write("bench: JIT health of ", r.case, "\n")
 			local s = jit_health(r)
@@ -344,6 +522,7 @@ local result = {
 	jit = jit_rows,
 	summary = summary,
 	skipped = skipped,
+	notes = notes,
 	settings = {
 		reps = REPS, runtime_s = RUNTIME, warmup_s = WARMUP, size = SIZE, cpus = ncpu,
 		vm = os.getenv("LUABLK_BENCH_VM"),
@@ -352,6 +531,9 @@ local result = {
 }
 if #skipped > 0 then
 	io.stderr:write("bench: skipped ", table.concat(skipped, "; "), "\n")
+end
+for _, n in ipairs(notes) do
+	io.stderr:write("bench: note: ", n, "\n")
 end
 local text = cjson.encode(result)
 if opts.json then
