@@ -33,7 +33,7 @@ help:
 	@echo "make unit       only the tests that need no kernel"
 	@echo "make soak       the long harness runs (torture 10 min, full stress)"
 	@echo "make demo       a Lua-backed device with ext4 on it (VM if needed)"
-	@echo "make bench      benchmarks: Lua against the C baselines (~15-20 min)"
+	@echo "make bench      benchmarks: Lua against the C baselines and peers (~25-30 min)"
 	@echo "make bench-quick  one minute of benchmark; checks the report, not speed"
 	@echo "make deps       install the Debian packages everything needs"
 	@echo "make lint       clang-format check and luacheck"
