@@ -65,8 +65,14 @@ end
 
 -- Moves len bytes with an aio call, resuming after a short transfer;
 -- returns the bytes moved (fewer only at the end of a file) or -errno.
+-- The first call is outside the loop: a loop entered once per IO turns
+-- hot, and the JIT then tries to record a trace through the wait's
+-- coroutine yield, aborting every time, until it blacklists the loop.
 local function full(op, fd, buf, len, off, flags)
-	local done = 0
+	local done = op(fd, buf, len, off, flags)
+	if done < 0 or done == len or done == 0 then
+		return done
+	end
 	while done < len do
 		local n = op(fd, buf + done, len - done, off + done, flags)
 		if n < 0 then
