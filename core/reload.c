@@ -116,7 +116,7 @@ static int swap_backends(struct luablk_dev *dev, const char *backend,
 		ret = h->ops->prepare(h, backend, args, argc, &need);
 	}
 	if (ret == 0 && size != old_size) {
-		q++;
+		q++; /* every queue holds a prepared backend to abort */
 		ret = lb_ctrl_simple(dev->ctrl, UBLK_CMD_UPDATE_SIZE,
 				     (uint32_t)dev->id, size >> 9);
 		if (ret < 0)
