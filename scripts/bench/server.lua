@@ -179,6 +179,22 @@ end
 -- counts instructions (see scripts/bench/run); null_blk: module parameters
 -- for the guest's kernel command line, checked before the rows run (on a
 -- host's own kernel too, where they are not set for us).
+-- S9 null against ublksrv's null target (`ublk add -t null`), the same
+-- do-nothing server in C, at QD 16 and 128. Target: Lua null <= 1.0x
+-- ublksrv null in CPU per IO. ublksrv's null leaves a read's buffer as it
+-- is, while luablk's null servers zero-fill it, so reads cost them more;
+-- writes compare the servers alone.
+local UBLKSRV_NULL = { peer = "ublksrv", "-t", "null" }
+for _, rw in ipairs({ "randread", "randwrite" }) do
+	for _, qd in ipairs({ 16, 128 }) do
+		local j, sfx = job(rw, "4k", qd), (" %s qd%d"):format(rw, qd)
+		local base = "ublksrv null" .. sfx
+		ROWS[#ROWS + 1] = row("S9", base, UBLKSRV_NULL, j)
+		ROWS[#ROWS + 1] = row("S9", "lua null" .. sfx, { "null" }, j, { base = base, max = 1.0 })
+		ROWS[#ROWS + 1] = row("S9", "c-null" .. sfx, { "c-null" }, j, { base = base })
+	end
+end
+
 local GUESTS = {
 	{ name = "2cpu", cpus = 2, icount = true },
 	-- S3 needs a CPU per queue, with the vCPUs running in parallel.
@@ -218,7 +234,7 @@ for sc in (opts.scenarios or ""):gmatch("[^,]+") do
 		known = known or r.scenario == sc
 	end
 	if not known then
-		io.stderr:write("server.lua: no scenario ", sc, " (S1 to S8)\n")
+		io.stderr:write("server.lua: no scenario ", sc, " (S1 to S9)\n")
 		os.exit(2)
 	end
 end
