@@ -219,15 +219,11 @@ static uint64_t recovery_flags(uint32_t flags)
 /*
  * ADD_DEV drops feature bits the kernel does not know without a word, so
  * a device asked to fail IO without a server would quietly queue it
- * instead. Ask GET_FEATURES first.
+ * instead. features: what GET_FEATURES reported.
  */
-static int check_fail_io(const struct luablk_dev *dev)
+static int check_fail_io(const struct luablk_dev *dev, uint64_t features)
 {
-	uint64_t features = 0;
-
-	if (!(dev->cfg.flags & LUABLK_F_FAIL_IO))
-		return 0;
-	if (luablk_features(&features) < 0 ||
+	if ((dev->cfg.flags & LUABLK_F_FAIL_IO) &&
 	    !(features & UBLK_F_USER_RECOVERY_FAIL_IO))
 		return lb_fail(-EOPNOTSUPP,
 			       "the running kernel does not support "
@@ -236,16 +232,16 @@ static int check_fail_io(const struct luablk_dev *dev)
 	return 0;
 }
 
-/*
- * ADD_DEV silently drops feature bits the kernel does not know, so ask
- * first and refuse before anything exists.
- */
-static int check_user_copy(struct luablk_dev *dev)
+/* The same for USER_COPY: refused before anything exists. */
+static int check_user_copy(const struct luablk_dev *dev, uint64_t features)
 {
-	uint64_t features = 0;
-
-	if (lb_ctrl_get_features(dev->ctrl, &features) < 0 ||
-	    !(features & UBLK_F_USER_COPY))
+	if (!(dev->cfg.flags & LUABLK_F_USER_COPY))
+		return 0;
+	if (dev->cfg.flags & LUABLK_F_UNPRIVILEGED)
+		return lb_fail(-EINVAL, "--user-copy is not available to "
+					"unprivileged devices (the kernel "
+					"refuses it)");
+	if (!(features & UBLK_F_USER_COPY))
 		return lb_fail(-EOPNOTSUPP, "this kernel has no USER_COPY "
 					    "(UBLK_F_USER_COPY needs Linux "
 					    "6.5)");
@@ -305,22 +301,14 @@ static int add_dev(struct luablk_dev *dev)
 	uint64_t wanted = recovery_flags(dev->cfg.flags), scan_flag, features;
 	int ret;
 
-	ret = check_fail_io(dev);
-	if (ret < 0)
-		return ret;
-	if (dev->cfg.flags & LUABLK_F_USER_COPY) {
-		if (dev->cfg.flags & LUABLK_F_UNPRIVILEGED)
-			return lb_fail(-EINVAL,
-				       "--user-copy is not available to "
-				       "unprivileged devices (the kernel "
-				       "refuses it)");
-		ret = check_user_copy(dev);
-		if (ret < 0)
-			return ret;
-	}
+	/* Without GET_FEATURES (before 6.5) none of the newer bits exist. */
 	if (lb_ctrl_get_features(dev->ctrl, &features) < 0)
 		features = 0;
-	ret = part_scan_flag(dev, features, &scan_flag);
+	ret = check_fail_io(dev, features);
+	if (ret == 0)
+		ret = check_user_copy(dev, features);
+	if (ret == 0)
+		ret = part_scan_flag(dev, features, &scan_flag);
 	if (ret < 0)
 		return ret;
 	memset(info, 0, sizeof(*info));
