@@ -8,32 +8,15 @@ local u = require("kernel.util")
 
 local BIN = assert(posix.realpath(u.luablk_bin))
 
-local function write(path, text)
-	local f = assert(io.open(path, "w"))
-	f:write(text)
-	f:close()
-end
-
--- Runs a shell command line; returns its status and stdout plus stderr.
-local function sh(cmd)
-	local status, out, err = u.run({ "sh", "-c", cmd })
-	return status, out .. err
-end
+local fixture = require("search_path_fixture")
+local sh = fixture.sh
 
 describe("a privileged luablk's Lua search path", function()
 	local dir, marker, probe
 
 	before_each(function()
-		dir = os.tmpname()
-		os.remove(dir)
-		u.sh({ "mkdir", "-m", "0755", dir })
-		marker = dir .. "/marker"
-		write(dir .. "/cjson.lua", ("io.open(%q, 'w'):write('loaded') return {}\n"):format(marker))
-		probe = dir .. "/probe.lua"
-		write(
-			probe,
-			"print('path=' .. package.path)\n" .. "print('cjson=' .. tostring(package.searchpath('cjson', package.path)))\n"
-		)
+		dir, marker, probe = fixture.dir()
+		fixture.write(dir .. "/cjson.lua", ("io.open(%q, 'w'):write('loaded') return {}\n"):format(marker))
 	end)
 
 	after_each(function()

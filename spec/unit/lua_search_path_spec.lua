@@ -4,17 +4,8 @@
 -- spec/kernel/lua_search_path_as_root_spec.lua.
 local BIN = os.getenv("PWD") .. "/" .. (os.getenv("LUABLK_BUILD") or "build") .. "/luablk"
 
--- Runs a shell command line; returns its status and stdout plus stderr.
-local function sh(cmd)
-	local status, out, err = require("luablk.proc").run({ "sh", "-c", cmd })
-	return status, out .. err
-end
-
-local function write(path, text)
-	local f = assert(io.open(path, "w"))
-	f:write(text)
-	f:close()
-end
+local fixture = require("search_path_fixture")
+local sh, write = fixture.sh, fixture.write
 
 local exists = require("luablk.posix").exists
 
@@ -31,16 +22,8 @@ describe("the luablk binary's Lua search path", function()
 	local dir, marker, probe
 
 	before_each(function()
-		dir = os.tmpname()
-		os.remove(dir)
-		assert(os.execute("mkdir -m 0755 " .. dir) == 0)
-		marker = dir .. "/marker"
+		dir, marker, probe = fixture.dir()
 		plant(dir, marker)
-		probe = dir .. "/probe.lua"
-		write(
-			probe,
-			"print('path=' .. package.path)\n" .. "print('cjson=' .. tostring(package.searchpath('cjson', package.path)))\n"
-		)
 	end)
 
 	after_each(function()
