@@ -30,20 +30,25 @@ local function count(set)
 	return n
 end
 
--- name -> allowed CPU set, for every thread of process pid.
-local function threads(pid)
+-- name -> what(dir) for every thread of process pid, dir being its
+-- /proc/PID/task/TID/ directory.
+local function per_thread(pid, what)
 	local out = {}
 	local _, listing = u.run({ "ls", ("/proc/%d/task"):format(pid) })
 	for tid in listing:gmatch("%d+") do
 		local dir = ("/proc/%d/task/%s/"):format(pid, tid)
 		local name = (posix.read_file(dir .. "comm") or ""):gsub("\n$", "")
-		local status = posix.read_file(dir .. "status") or ""
-		local allowed = status:match("Cpus_allowed_list:%s*([^\n]+)")
-		if allowed then
-			out[name] = cpu_set(allowed)
-		end
+		out[name] = what(dir)
 	end
 	return out
+end
+
+-- name -> allowed CPU set, for every thread of process pid.
+local function threads(pid)
+	return per_thread(pid, function(dir)
+		local allowed = (posix.read_file(dir .. "status") or ""):match("Cpus_allowed_list:%s*([^\n]+)")
+		return allowed and cpu_set(allowed)
+	end)
 end
 
 local function the_cpu(set)
@@ -99,16 +104,10 @@ describe("queue threads", function()
 		local PF_MEMALLOC_NOIO, PF_LOCAL_THROTTLE = 0x00080000, 0x00100000
 		local pid, line = u.start_add({ "mem", "--size", "16M" })
 		assert.is_string(line)
-		local flags = {}
-		local _, listing = u.run({ "ls", ("/proc/%d/task"):format(pid) })
-		for tid in listing:gmatch("%d+") do
-			local dir = ("/proc/%d/task/%s/"):format(pid, tid)
-			local name = (posix.read_file(dir .. "comm") or ""):gsub("\n$", "")
-			local stat = posix.read_file(dir .. "stat") or ""
+		local flags = per_thread(pid, function(dir)
 			-- comm, in parentheses, may hold spaces: count after it
-			local f = stat:match("%) %S+ %S+ %S+ %S+ %S+ %S+ (%d+)")
-			flags[name] = tonumber(f)
-		end
+			return tonumber((posix.read_file(dir .. "stat") or ""):match("%) %S+ %S+ %S+ %S+ %S+ %S+ (%d+)"))
+		end)
 		assert.equal(0, ffi.C.kill(pid, 15))
 		assert.equal(0, luablk.wait(pid))
 		local q0, main = flags["luablk-q0"], flags["luablk"]
