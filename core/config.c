@@ -28,7 +28,8 @@ static int check_params(const struct luablk_config *cfg)
 	lb_params_resolve(&cfg->params, cfg->flags, NULL,
 			  LUABLK_HAS_DISCARD | LUABLK_HAS_WRITE_ZEROES, &p);
 	ret = lb_params_check(&p, cfg->max_io);
-	if (ret == 0)
+	/* Size 0: the backend will declare it (luablk_dev_declare). */
+	if (ret == 0 && cfg->size)
 		ret = lb_params_check_size(&p, cfg->size);
 	return ret;
 }

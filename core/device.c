@@ -103,7 +103,7 @@ static int settle_params(struct luablk_dev *dev)
 		ops |= LUABLK_HAS_WRITE_ZEROES;
 	/* The C baselines keep nothing volatile: FLUSH succeeds at once. */
 	ops |= LUABLK_HAS_FLUSH;
-	return luablk_dev_declare(dev, &declared, ops);
+	return luablk_dev_declare(dev, &declared, ops, 0);
 }
 
 int luablk_dev_create(const struct luablk_config *cfg, struct luablk_dev **out)

@@ -153,7 +153,8 @@ struct luablk_params {
 
 /* What a device is asked to be. Fill with luablk_config_init() first. */
 struct luablk_config {
-	uint64_t size; /* bytes; a positive multiple of the logical block */
+	uint64_t size; /* bytes, a multiple of the logical block; 0: the
+			* backend's own (luablk_dev_declare) */
 	/* 1..LUABLK_MAX_QUEUES; the kernel caps it at the number of CPUs */
 	uint32_t queues;
 	uint32_t depth; /* 1..LUABLK_MAX_DEPTH */
@@ -352,11 +353,15 @@ int luablk_dev_params(const struct luablk_dev *dev, struct luablk_params *out);
  * added it changes nothing and only checks that the declaration gives the
  * same parameters. A write cache needs LUABLK_HAS_FLUSH, and FUA needs the
  * backend to declare LUABLK_ATTR_FUA itself: the configuration cannot
- * force either onto a backend that would not honour it. Returns 0, or
- * -EINVAL / -EBUSY (see luablk_last_error).
+ * force either onto a backend that would not honour it. size: the
+ * backend's own size in bytes (a network export's, say), or 0; it becomes
+ * the device's size when the configuration gives none (size 0), and a
+ * device with neither is refused. Returns 0, or -EINVAL / -EBUSY (see
+ * luablk_last_error).
  */
 int luablk_dev_declare(struct luablk_dev *dev,
-		       const struct luablk_params *declared, uint32_t ops);
+		       const struct luablk_params *declared, uint32_t ops,
+		       uint64_t size);
 
 /*
  * Returns an fd that becomes readable once the device stops serving on its

@@ -212,7 +212,8 @@ static int check_cache(const struct luablk_params *p,
 }
 
 int luablk_dev_declare(struct luablk_dev *dev,
-		       const struct luablk_params *declared, uint32_t ops)
+		       const struct luablk_params *declared, uint32_t ops,
+		       uint64_t size)
 {
 	static const struct luablk_params none;
 	const struct luablk_config *cfg = &dev->cfg;
@@ -228,6 +229,14 @@ int luablk_dev_declare(struct luablk_dev *dev,
 		snprintf(msg, sizeof(msg), "%s", luablk_last_error());
 		return lb_fail(-EINVAL, "backend '%s' declares: %s",
 			       dev->backend, msg);
+	}
+	if (!dev->added && cfg->size == 0) {
+		if (size == 0)
+			return lb_fail(-EINVAL,
+				       "backend '%s': no size given, and it "
+				       "has none of its own (give --size)",
+				       dev->backend);
+		dev->cfg.size = size;
 	}
 	lb_params_resolve(&cfg->params, cfg->flags, declared, ops, &p);
 	if (lb_params_check(&p, cfg->max_io) < 0 ||

@@ -114,6 +114,15 @@ function M.load(spec, dev, args, filters, handoff, fresh)
 	return be
 end
 
+-- For a factory that needs the device's size before it can start (dev.size
+-- is 0 when none was given, for backends with a size of their own):
+-- raises the one-line refusal that the core gives too.
+function M.need_size(dev)
+	if dev.size == 0 then
+		error("no size given, and it has none of its own (give --size)", 0)
+	end
+end
+
 -- The `dev` a backend factory receives: the device's settings, this
 -- queue's number, and shared memory. ptr is a struct luablk_dev *; C is
 -- the luablk library namespace.

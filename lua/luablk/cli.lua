@@ -13,10 +13,12 @@ usage: luablk COMMAND [ARGS]
               [--recoverable] [--reissue] [--fail-io] [--io-timeout S]
               [--filter NAME:K=V,...]... [--json]
               [block parameters] [-- ARGS...]
-        create a device served by BACKEND (null, mem, file, c-null, c-mem,
-        or a path to a .lua file) in the foreground; prints /dev/ublkbN
-        once it is usable; SIGINT or SIGTERM tears it down, SIGHUP
-        reloads the backend from disk.
+        create a device served by BACKEND (null, mem, file, c-null,
+        c-mem, or a path to a .lua file) in the foreground; prints
+        /dev/ublkbN once it is usable; SIGINT or SIGTERM tears it down,
+        SIGHUP reloads the backend from disk.
+        --size S: needed unless the backend has a size of its own (file:
+        the image's)
         --recoverable: the device outlives a server that dies (IO waits
         for `luablk recover`); --reissue: IO the dead server held is
         reissued to the next one; --fail-io: IO fails while no server runs
@@ -185,12 +187,11 @@ function M.add_options(argv)
 			return nil, err
 		end
 	end
-	opts.size, err = options.size(o.size or "")
-	if not o.size then
-		return nil, "add needs --size (for example --size 1G)"
-	end
-	if not opts.size then
-		return nil, err
+	if o.size then
+		opts.size, err = options.size(o.size)
+		if not opts.size then
+			return nil, err
+		end
 	end
 	local ints = {
 		{ "queues", "queues", 1, 4096 },

@@ -133,7 +133,7 @@ local function make_config(opts)
 		error("luablk.add: backend must be a name or a path", 3)
 	end
 	cfg.backend = opts.backend
-	local size = opts.size
+	local size = opts.size or 0
 	if type(size) ~= "number" or size ~= size or size < 0 or size % 1 ~= 0 then
 		error("luablk.add: size must be a whole number of bytes", 3)
 	end
@@ -188,7 +188,8 @@ local function construct(make)
 	return setmetatable({ ptr = out[0] }, Device)
 end
 
--- Creates and starts a device. opts: backend, size (bytes), and optional
+-- Creates and starts a device. opts: backend, size (bytes; nil or 0 for
+-- the backend's own size, as an nbd export has), and optional
 -- queues, depth, max_io, id, no_pin, no_part_scan, user_copy, unprivileged,
 -- io_timeout (seconds; async backends), recoverable, reissue, fail_io, args (list of strings), filters (list of
 -- "NAME:k=v,..." strings), and the block parameters of luablk.params

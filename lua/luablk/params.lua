@@ -118,16 +118,32 @@ function M.effective(C, devp)
 	return M.table(p)
 end
 
+-- A backend's own size (be.size: bytes, or nil), checked.
+local function own_size(be, spec)
+	local size = be.size
+	if size == nil then
+		return 0
+	end
+	if type(size) ~= "number" or size < 1 or size % 1 ~= 0 or size >= 2 ^ 63 then
+		error(("backend '%s': size must be a whole number of bytes, not %s"):format(spec, tostring(size)), 0)
+	end
+	return size
+end
+
 -- Hands queue 0's backend declaration to the core, which merges it under
 -- the configuration and checks the result; then dev shows the effective
--- values. Raises with the core's message if they do not fit.
+-- values, and the device's size (the backend's own when none was given).
+-- Raises with the core's message if they do not fit.
 function M.declare(C, devp, dev, be, spec)
 	local p, ops = M.declared(be, spec)
-	if C.luablk_dev_declare(devp, p, ops) < 0 then
+	if C.luablk_dev_declare(devp, p, ops, own_size(be, spec)) < 0 then
 		error(ffi.string(C.luablk_last_error()), 0)
 	end
 	dev.params = M.effective(C, devp)
 	dev.block_size = dev.params.logical_block
+	local info = ffi.new("struct luablk_dev_info")
+	C.luablk_dev_info(devp, info)
+	dev.size = tonumber(info.size)
 end
 
 return M

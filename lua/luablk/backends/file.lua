@@ -11,6 +11,7 @@
 -- lacks it, as tmpfs does). On a block device it is BLKZEROOUT, which
 -- never deallocates. A regular file shorter than the
 -- device is extended (sparsely); a shorter block device is refused.
+-- Without --size the device has the file's or block device's size.
 --
 -- Arguments: path=FILE (or the first bare argument), direct=1 for O_DIRECT
 -- (IO buffers are page aligned, so any block device accepts them),
@@ -39,12 +40,16 @@ local function open(path, args, dev)
 		error(err, 0)
 	end
 	local size = posix.size(fd)
+	if dev.size == 0 and size == 0 then
+		posix.close(fd)
+		error(("%s is empty: give the device's size (--size)"):format(path), 0)
+	end
 	if size < dev.size and ffi.C.ftruncate(fd, dev.size) ~= 0 then
 		local _, msg = posix.fail(("%s has %d bytes, fewer than the device's %d"):format(path, size, dev.size))
 		posix.close(fd)
 		error(msg, 0)
 	end
-	return fd
+	return fd, math.max(size, dev.size)
 end
 
 -- discard and write_zeroes for a block device: ioctls on a byte range.
@@ -131,9 +136,9 @@ end
 return function(dev, args)
 	local path = args.path or args[1]
 	if not path then
-		error("give the image: luablk add file --size S -- path=FILE", 0)
+		error("give the image: luablk add file -- path=FILE", 0)
 	end
-	local fd = open(path, args, dev)
+	local fd, size = open(path, args, dev)
 	local is_block = ffi.C.ioctl(fd, posix.BLKGETSIZE64, ffi.new("uint64_t[1]")) == 0
 	local discard, write_zeroes
 	if is_block then
@@ -146,6 +151,7 @@ return function(dev, args)
 		-- Writes land in a page cache or a device cache: say so, so that
 		-- the filesystem on top sends FLUSH when it needs durability.
 		caps = { write_cache = true, fua = true },
+		size = size, -- the device's, unless --size says otherwise
 		async = args.async ~= "0",
 		read_at = function(_, buf, off, len)
 			local n = full(aio.read, fd, buf, len, off)

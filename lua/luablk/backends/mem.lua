@@ -5,6 +5,7 @@ local ffi = require("ffi")
 local posix = require("luablk.posix")
 
 return function(dev)
+	require("luablk.backend").need_size(dev)
 	local mem = dev:shared("mem", dev.size)
 
 	local function zero(_, off, len)

@@ -65,10 +65,14 @@ function M.apply(be, specs, dev)
 end
 
 -- A filter changes how IO behaves, not the device's geometry: the
--- wrapped backend's declared params carry over unless it sets its own.
+-- wrapped backend's declared params and size carry over unless it sets
+-- its own.
 function M.keep_params(outer, inner)
 	if outer.params == nil then
 		outer.params = inner.params
+	end
+	if outer.size == nil then
+		outer.size = inner.size
 	end
 	return outer
 end
@@ -80,7 +84,7 @@ end
 function M.wrap(inner, over)
 	-- An async inner backend makes the filter async too: its methods then
 	-- run in the scheduler's coroutines, and the inner waits yield.
-	local be = { caps = inner.caps, params = inner.params, async = inner.async }
+	local be = { caps = inner.caps, params = inner.params, size = inner.size, async = inner.async }
 	for _, m in ipairs(backend.METHODS) do
 		local fn = inner[m]
 		if fn then
