@@ -86,6 +86,75 @@ local function in_turn()
 end
 M.in_turn = in_turn
 
+-- Waits between IOs of one queue, with no SQE: a coroutine that suspends
+-- sleeps until another IO's code wakes it (a reply for it arrived on a
+-- shared connection, a lock it waits for was released). The wakes of a
+-- turn are run by the scheduler in that same turn (luablk/async.lua).
+local suspended = setmetatable({}, { __mode = "k" }) -- coroutine -> true
+local wakes, nwakes = {}, 0 -- coroutine, value, coroutine, value...
+
+-- Suspends the running IO until M.wake(co, value); returns that value.
+-- co is what M.current() returned. Raises outside an async method, where
+-- nothing could ever wake the caller.
+function M.suspend()
+	local co = in_turn()
+	if not co then
+		error("aio.suspend: not inside an async backend's method", 2)
+	end
+	suspended[co] = true
+	return yield()
+end
+
+-- The running IO's coroutine (to hand to M.wake later), or nil outside
+-- an async method.
+function M.current()
+	return in_turn() or nil
+end
+
+-- Resumes co, suspended in M.suspend, with value, once the code running
+-- now yields. A coroutine that is not suspended (woken already, or
+-- waiting for an SQE) is left alone, so a wake can never resume the
+-- wrong wait. Returns whether co will be woken.
+function M.wake(co, value)
+	if not suspended[co] then
+		return false
+	end
+	suspended[co] = nil
+	wakes[nwakes + 1], wakes[nwakes + 2] = co, value
+	nwakes = nwakes + 2
+	return true
+end
+
+-- Runs fn(...) in a coroutine of its own, not tied to any IO, whose waits
+-- yield like an IO's: a connection's reader that outlives the requests it
+-- answers, say. It starts now and runs until its first wait; called
+-- inside an async method only. An error in fn ends it and is logged.
+function M.spawn(fn, ...)
+	if not in_turn() then
+		error("aio.spawn: not inside an async backend's method", 2)
+	end
+	local co = coroutine.create(fn)
+	ours[co] = true
+	local ok, err = coroutine.resume(co, ...)
+	if not ok then
+		io.stderr:write("luablk: aio.spawn: ", tostring(err), "\n")
+	end
+	return co
+end
+
+-- For luablk/async.lua: calls step(co, value) for every pending wake,
+-- including those that the woken code makes, until none is left.
+function M.run_wakes(step)
+	local i = 1
+	while i < nwakes do
+		local co, v = wakes[i], wakes[i + 1]
+		wakes[i], wakes[i + 1] = nil, nil
+		i = i + 2
+		step(co, v)
+	end
+	nwakes = 0
+end
+
 -- Submits through fn(h, slot, ...) and yields until the wake.
 local function wait(co, fn, ...)
 	if nfree == 0 then

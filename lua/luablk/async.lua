@@ -217,6 +217,7 @@ function M.make(be, batch, bufs, report, settle, C, h, info)
 		for i = 0, n - 1 do
 			start(batch[i], t)
 		end
+		aio.run_wakes(step)
 		if turn.flags ~= 0 or (timeout_ns > 0 and t >= next_deadline) then
 			check_deadlines(t, turn.flags)
 		end

@@ -1,63 +1,19 @@
--- Async backends without a kernel: the handler's own ring stands in for
--- the queue's (luablk_handler_poll), so parking, out-of-order completion,
--- deadlines and spare buffers are checked exactly as a queue runs them.
+-- Async backends without a kernel (spec/handler_fixture.lua): parking,
+-- out-of-order completion, deadlines and spare buffers.
 local ffi = require("ffi")
 local luablk = require("luablk")
 local aio = require("luablk.aio")
 local C = luablk.C
 
-local READ, WRITE = 0, 1
+local fixture = require("handler_fixture")
+local READ, WRITE = fixture.READ, fixture.WRITE
 local FIXTURE = "spec/kernel/backends/async_mem.lua"
+local collect, submit = fixture.collect, fixture.submit
 
 local function create(args, o)
 	o = o or {}
-	local cfg = ffi.new("struct luablk_config")
-	C.luablk_config_init(cfg)
-	cfg.backend = o.backend or FIXTURE
-	cfg.size = 2 ^ 20
-	cfg.depth = o.depth or 8
-	cfg.max_io = 65536
-	cfg.io_timeout_ms = o.timeout_ms or 0
-	local argv = ffi.new("const char *[?]", #args + 1)
-	for i, a in ipairs(args) do
-		argv[i - 1] = a
-	end
-	cfg.args, cfg.argc = argv, #args
-	local out = ffi.new("struct luablk_dev *[1]")
-	assert.equal(0, C.luablk_dev_create(cfg, out), ffi.string(C.luablk_last_error()))
-	local h = ffi.new("struct luablk_handler *[1]")
-	assert.equal(0, C.luablk_handler_new(out[0], 0, h))
-	return out[0], h[0]
-end
-
--- Polls until every tag in want has finished; returns tag -> result.
-local function collect(h, want, seconds)
-	local turn = C.luablk_handler_turn(h)
-	local got, left = {}, 0
-	for _ in pairs(want) do
-		left = left + 1
-	end
-	local deadline = luablk.now() + (seconds or 5)
-	while left > 0 and luablk.now() < deadline do
-		assert(C.luablk_handler_poll(h, 50) >= 0)
-		for i = 0, turn.ndone - 1 do
-			local d = turn.done[i]
-			assert.is_nil(got[d.tag], "tag " .. d.tag .. " finished twice")
-			got[d.tag] = d.result
-			left = left - 1
-		end
-	end
-	return got
-end
-
-local function submit(h, ios)
-	local b = C.luablk_handler_batch(h)
-	for i, io in ipairs(ios) do
-		local e = b[i - 1]
-		e.op, e.off, e.len, e.tag, e.flags, e.result = io[1], io[2], io[3], io[4], 0, -5
-	end
-	C.luablk_handler_run(h, #ios)
-	return b
+	o.backend = o.backend or FIXTURE
+	return fixture.create(args, o)
 end
 
 describe("an async backend", function()
@@ -170,6 +126,28 @@ describe("an async backend", function()
 		C.luablk_dev_close(dev, 0)
 	end)
 
+	it("lets IOs wake each other, and a spawned coroutine wake one", function()
+		local dev, h = create({}, { backend = "spec/kernel/backends/rendezvous.lua" })
+		local b = submit(h, { { READ, 0, 4096, 0 }, { READ, 4096, 4096, 2 } })
+		assert.equal(C.LUABLK_RESULT_PARKED, b[0].result)
+		assert.equal(C.LUABLK_RESULT_PARKED, b[1].result)
+		local w = C.luablk_handler_buf(h, 1)
+		w[0], w[1] = 0x99, 7
+		b = submit(h, { { WRITE, 0, 4096, 1 } })
+		assert.equal(4096, b[0].result) -- the write never waited
+		assert.equal(0, w[1]) -- and its second wake was refused
+		-- The read it woke finished in the same turn.
+		local turn = C.luablk_handler_turn(h)
+		assert.equal(1, turn.ndone)
+		assert.equal(0, turn.done[0].tag)
+		assert.equal(4096, turn.done[0].result)
+		assert.same({ [2] = 4096 }, collect(h, { [2] = true }))
+		assert.equal(0x99, C.luablk_handler_buf(h, 0)[0])
+		assert.equal(0x42, C.luablk_handler_buf(h, 2)[0])
+		C.luablk_handler_free(h)
+		C.luablk_dev_close(dev, 0)
+	end)
+
 	it("falls back to blocking calls outside an async method", function()
 		assert.equal(0, aio.sleep(0.001))
 		local f = assert(io.open("/dev/zero", "rb"))
@@ -180,5 +158,10 @@ describe("an async backend", function()
 		assert.equal(0, buf[15])
 		ffi.C.close(fd)
 		assert.is_false(aio.in_turn() and true or false)
+		assert.is_nil(aio.current())
+		assert.has_error(aio.suspend, "aio.suspend: not inside an async backend's method")
+		assert.has_error(function()
+			aio.spawn(print)
+		end, "aio.spawn: not inside an async backend's method")
 	end)
 end)
