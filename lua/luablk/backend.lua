@@ -4,7 +4,7 @@ local ffi = require("ffi")
 
 local M = {}
 
-M.SHIPPED = { "null", "mem", "file" }
+M.SHIPPED = { "null", "mem", "file", "nbd" }
 
 -- luablk's own module directory. A backend or filter given by name is
 -- looked up there only, never along package.path: a name that is not

@@ -13,12 +13,12 @@ usage: luablk COMMAND [ARGS]
               [--recoverable] [--reissue] [--fail-io] [--io-timeout S]
               [--filter NAME:K=V,...]... [--json]
               [block parameters] [-- ARGS...]
-        create a device served by BACKEND (null, mem, file, c-null,
+        create a device served by BACKEND (null, mem, file, nbd, c-null,
         c-mem, or a path to a .lua file) in the foreground; prints
         /dev/ublkbN once it is usable; SIGINT or SIGTERM tears it down,
         SIGHUP reloads the backend from disk.
-        --size S: needed unless the backend has a size of its own (file:
-        the image's)
+        --size S: needed unless the backend has a size of its own
+        (file: the image's, nbd: the export's)
         --recoverable: the device outlives a server that dies (IO waits
         for `luablk recover`); --reissue: IO the dead server held is
         reissued to the next one; --fail-io: IO fails while no server runs

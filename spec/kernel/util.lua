@@ -140,4 +140,40 @@ function M.sysfs(dev, attr)
 	return text and text:gsub("\n$", "")
 end
 
+-- fio crc32c write-then-verify over path, one job per queue; returns its
+-- pid and a function that waits for it and checks that it passed. o:
+-- depth (default 128), size per job (8M), jobs (2), loops, bs (4k).
+function M.fio_verify(path, o)
+	local out = os.tmpname()
+	local argv = {
+		"fio", "--name=async", "--filename=" .. path, "--direct=1", "--ioengine=io_uring",
+		"--rw=randwrite", "--bs=" .. (o.bs or "4k"), "--iodepth=" .. (o.depth or 128), "--size=" .. (o.size or "8M"),
+		"--numjobs=" .. (o.jobs or 2), "--offset_increment=" .. (o.size or "8M"),
+		"--cpus_allowed=0-1", "--cpus_allowed_policy=split", "--group_reporting=1",
+		"--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0",
+		"--allow_file_create=0", "--output-format=json", "--output=" .. out,
+	}
+	if o.loops then
+		argv[#argv + 1] = "--loops=" .. o.loops
+	end
+	local pid = assert(luablk.spawn(argv))
+	return pid, function()
+		local status = luablk.wait(pid)
+		local text = posix.read_file(out) or ""
+		os.remove(out)
+		local ok, res = pcall(require("cjson").decode, text:match("{.*}") or "")
+		local job = ok and res.jobs and res.jobs[1]
+		assert(status == 0 and job and job.error == 0, ("fio exited %s: %s"):format(tostring(status), text))
+		return job
+	end
+end
+
+-- Stops a `luablk add` (SIGTERM), which must exit 0 and take its device.
+function M.stop(pid, path)
+	local check = require("luassert")
+	ffi.C.kill(pid, 15)
+	check.equal(0, luablk.wait(pid))
+	check.is_true(M.gone(path))
+end
+
 return M
