@@ -33,6 +33,14 @@ local CMD, CMD_FLAG, FLAG = nbd.CMD, nbd.CMD_FLAG, nbd.FLAG
 local band, bor = bit.band, bit.bor
 local IO_FUA, IO_NOUNMAP = C.LUABLK_IO_F_FUA, C.LUABLK_IO_F_NOUNMAP
 local EIO = errno.EIO
+local STAGE = 256 * 1024 -- the send and receive buffers of a connection
+local SMALL_WRITE = 64 * 1024 -- writes up to this are copied into a batch
+
+if not pcall(function()
+	return ffi.C.memmove
+end) then
+	ffi.cdef("void *memmove(void *dst, const void *src, size_t n);")
+end
 
 local function log(fmt, ...)
 	io.stderr:write("luablk: nbd: ", fmt:format(...), "\n")
@@ -174,27 +182,64 @@ return function(dev, args)
 		qhead, qtail = 1, 0
 	end
 
-	-- Sends every queued request; one IO at a time does, for all. A send
-	-- that fails shuts the socket, and the reader (which then fails to
-	-- receive) deals with the broken connection.
+	-- Requests go out in batches: the headers of every queued request and
+	-- the data of its small writes, copied into one buffer, in one send;
+	-- a large write's data is sent from its IO buffer. Requests that IOs
+	-- queue while a batch is on its way make the next one.
+	local out = ffi.new("uint8_t[?]", STAGE)
+
+	-- Sends len bytes at p on connection generation gen. A send that fails
+	-- shuts the socket, and the reader (which then fails to receive) deals
+	-- with the broken connection. Returns whether it went.
+	local function send(gen, p, len)
+		local n = net.send_all(c.fd, p, len)
+		if n >= 0 then
+			return true
+		end
+		if c.gen == gen then
+			c.why = "send: " .. errno.name(n)
+			ffi.C.shutdown(c.fd, 2)
+		end
+		return false
+	end
+
+	-- Sends every queued request; one IO at a time does, for all.
 	local function pump()
 		local gen = c.gen
 		c.sending = gen
-		while qhead <= qtail and c.gen == gen and c.state == "up" do
-			local i = outq[qhead]
-			outq[qhead] = nil
-			qhead = qhead + 1
-			local r = recs[i]
-			if not r.done then
-				nbd.request(req, r.cmd, r.cflags, i, r.gen, r.off, r.len)
-				local n = net.send_all(c.fd, req, nbd.REQUEST)
-				if n >= 0 and r.cmd == CMD.WRITE then
-					n = net.send_all(c.fd, r.buf, r.len)
-				end
-				if n < 0 and c.gen == gen then
-					c.why = "send: " .. errno.name(n)
-					ffi.C.shutdown(c.fd, 2)
+		local fill = 0
+		while c.gen == gen and c.state == "up" do
+			if qhead > qtail then
+				if fill == 0 or not send(gen, out, fill) then
 					break
+				end
+				fill = 0
+			else
+				local i = outq[qhead]
+				outq[qhead] = nil
+				qhead = qhead + 1
+				local r = recs[i]
+				if not r.done then
+					local data = r.cmd == CMD.WRITE and r.len or 0
+					local copy = data <= SMALL_WRITE
+					if fill + nbd.REQUEST + (copy and data or 0) > STAGE then
+						if not send(gen, out, fill) then
+							break
+						end
+						fill = 0
+					end
+					nbd.request(req, r.cmd, r.cflags, i, r.gen, r.off, r.len)
+					ffi.copy(out + fill, req, nbd.REQUEST)
+					fill = fill + nbd.REQUEST
+					if copy then
+						ffi.copy(out + fill, r.buf, data)
+						fill = fill + data
+					else
+						if not send(gen, out, fill) or not send(gen, r.buf, data) then
+							break
+						end
+						fill = 0
+					end
 				end
 			end
 		end
@@ -272,23 +317,64 @@ return function(dev, args)
 		return false
 	end
 
+	-- Replies come in through a buffer: one receive takes whatever has
+	-- arrived, often several replies and their data, which is copied to
+	-- the reads' buffers; only what has not arrived yet of a read's data
+	-- is received straight into its buffer.
+	local inb = ffi.new("uint8_t[?]", STAGE)
+	local have, pos = 0, 0 -- bytes in inb, of which those before pos are used
+
+	-- Makes n bytes (at most STAGE) available at inb + pos; 0 or -errno.
+	local function fill_in(n)
+		while have - pos < n do
+			if pos == have then
+				pos, have = 0, 0
+			elseif pos > 0 then
+				ffi.C.memmove(inb, inb + pos, have - pos)
+				have, pos = have - pos, 0
+			end
+			local r = aio.recv(c.fd, inb + have, STAGE - have, 0)
+			if r <= 0 then
+				return r == 0 and -errno.EPIPE or r
+			end
+			have = have + r
+		end
+		return 0
+	end
+
+	-- The data of read r: what the buffer has, then the rest straight
+	-- from the socket. 0 or -errno.
+	local function read_data(r)
+		local k = math.min(have - pos, r.len)
+		if k > 0 then
+			ffi.copy(r.buf, inb + pos, k)
+			pos = pos + k
+		end
+		if k < r.len then
+			return math.min(0, net.recv_all(c.fd, r.buf + k, r.len - k))
+		end
+		return 0
+	end
+
 	-- The connection's reader, a coroutine of its own (aio.spawn): reads
-	-- every reply, into the buffer of the read it answers, and completes
+	-- every reply, with the data of the read it answers, and completes
 	-- that request. It always waits in a receive, so that the server can
 	-- always send, whatever the IOs do.
 	local function reader()
 		while not c.closing do
-			local n = net.recv_all(c.fd, rep, nbd.REPLY)
+			local n = fill_in(nbd.REPLY)
 			local why
 			if n < 0 then
 				why = c.why or (n == -errno.EPIPE and "the server closed the connection" or ("receive: " .. errno.name(n)))
 			else
+				ffi.copy(rep, inb + pos, nbd.REPLY)
+				pos = pos + nbd.REPLY
 				local magic, e = nbd.reply(rep)
 				local r = recs[rep.handle]
 				if magic ~= nbd.REPLY_MAGIC or not r or not r.busy or r.gen ~= rep.gen or r.done then
 					why = "a reply that matches no request"
 				elseif e == 0 and r.cmd == CMD.READ then
-					n = net.recv_all(c.fd, r.buf, r.len)
+					n = read_data(r)
 					if n < 0 then
 						why = "receive: " .. errno.name(n)
 					end
@@ -299,6 +385,7 @@ return function(dev, args)
 			end
 			if why and not c.closing then
 				c.why = nil
+				have, pos = 0, 0 -- what is left belongs to the old socket
 				if not broken(why) then
 					break
 				end
