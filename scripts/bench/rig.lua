@@ -230,8 +230,36 @@ function M.start_loop(path)
 	return { loop = true, path = dev, name = name }
 end
 
+-- An NBD server for the scenarios that compare NBD clients: nbdkit's
+-- memory plugin, size bytes, on unix socket sock. Returns it for M.stop.
+function M.start_nbdkit(sock, size)
+	local pidfile = sock .. ".pid"
+	os.remove(sock)
+	os.remove(pidfile)
+	local pid = assert(luablk.spawn({ "nbdkit", "--exit-with-parent", "-f", "-U", sock, "-P", pidfile, "memory", size }))
+	wait_node(pidfile)
+	return { nbdkit = true, pid = pid, files = { sock, pidfile } }
+end
+
+-- The kernel's NBD driver on /dev/nbd0, connected to the export on unix
+-- socket sock by nbd-client (ioctl setup: -L); a kernel driver, so no
+-- pid and no CPU figure.
+function M.start_nbd_kernel(sock)
+	proc.check({ "nbd-client", "-L", "-b", "4096", "-u", sock, "/dev/nbd0" })
+	set_scheduler("nbd0")
+	return { nbd = true, path = "/dev/nbd0", name = "nbd0" }
+end
+
 function M.stop(s)
-	if s.loop then
+	if s.nbdkit then
+		ffi.C.kill(s.pid, 15)
+		luablk.wait(s.pid)
+		for _, f in ipairs(s.files) do
+			os.remove(f)
+		end
+	elseif s.nbd then
+		proc.check({ "nbd-client", "-d", s.path })
+	elseif s.loop then
 		proc.check({ "losetup", "--detach", s.path })
 	elseif s.ublksrv then
 		proc.check({ s.ublksrv .. "/ublk", "del", "-n", s.id })

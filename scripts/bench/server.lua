@@ -53,6 +53,8 @@ end
 --   { loop = PATH }               the kernel's loop driver over PATH, with
 --                                 direct IO: IOPS only, no server CPU
 --   { dev = PATH }                a kernel device as it is: IOPS only
+--   { nbd = SOCK }                the kernel's NBD driver on the export at
+--                                 unix socket SOCK: IOPS only
 -- Options:
 --   base    the case this row is compared with
 --   metric  "cpu" (default: ratio of CPU per IO) or "iops" (ratio of IOPS)
@@ -195,6 +197,46 @@ for _, rw in ipairs({ "randread", "randwrite" }) do
 	end
 end
 
+-- S10 NBD clients on one nbdkit memory export over a unix socket (started
+-- for the scenario, NBD_SOCK): luablk's nbd backend against ublksrv's nbd
+-- target and the kernel's NBD driver (nbd-client), 4k random reads and
+-- writes at QD 1, 32 and 128. Target: luablk >= 0.9x ublksrv's IOPS at QD
+-- 32 and 128; the kernel driver's ratio is reported.
+local NBD_SOCK = "/tmp/luablk-bench-nbd.sock"
+local LUA_NBD = { "nbd", "--", "nbd+unix:///?socket=" .. NBD_SOCK }
+local UBLKSRV_NBD = { peer = "ublksrv", "-t", "nbd", "--unix", NBD_SOCK }
+local KERNEL_NBD = { nbd = NBD_SOCK }
+for _, rw in ipairs({ "randread", "randwrite" }) do
+	for _, qd in ipairs({ 1, 32, 128 }) do
+		local j, sfx = job(rw, "4k", qd), (" %s qd%d"):format(rw, qd)
+		local base = "ublksrv nbd" .. sfx
+		ROWS[#ROWS + 1] = row("S10", base, UBLKSRV_NBD, j)
+		ROWS[#ROWS + 1] = row("S10", "lua nbd" .. sfx, LUA_NBD, j,
+			{ base = base, metric = "iops", min = qd > 1 and 0.9 or nil })
+		ROWS[#ROWS + 1] = row("S10", "kernel nbd" .. sfx, KERNEL_NBD, j, { base = "lua nbd" .. sfx, metric = "iops" })
+	end
+end
+-- What a scenario needs running while its servers run.
+local SCENARIO_SERVER = {
+	S10 = function()
+		return rig.start_nbdkit(NBD_SOCK, SIZE)
+	end,
+}
+
+-- The program a scenario's own server needs.
+local SCENARIO_TOOL = { S10 = "nbdkit" }
+
+-- Runs fn() with scenario's own server, if it has one, running.
+local function with_scenario_server(scenario, fn)
+	local setup = SCENARIO_SERVER[scenario]
+	local shared = setup and setup()
+	local ok, err = pcall(fn)
+	if shared then
+		rig.stop(shared)
+	end
+	assert(ok, err)
+end
+
 local GUESTS = {
 	{ name = "2cpu", cpus = 2, icount = true },
 	-- S3 needs a CPU per queue, with the vCPUs running in parallel.
@@ -299,7 +341,7 @@ end
 -- How a row's server runs: "luablk", "peer" (ublksrv) or "kernel" (a
 -- kernel driver: no server process, no CPU figure).
 local function kind(r)
-	if r.server.dev or r.server.loop then
+	if r.server.dev or r.server.loop or r.server.nbd then
 		return "kernel"
 	end
 	return r.server.peer and "peer" or "luablk"
@@ -359,7 +401,7 @@ local function median(list, key)
 end
 
 local function server_key(r)
-	return r.server.dev or (r.server.loop and "loop " .. r.server.loop)
+	return r.server.dev or (r.server.loop and "loop " .. r.server.loop) or (r.server.nbd and "nbd " .. r.server.nbd)
 		or (r.server.peer and r.server.peer .. " " or "") .. table.concat(r.server, " ")
 end
 
@@ -371,6 +413,8 @@ local function start(r, env)
 	local k = kind(r)
 	if r.server.loop then
 		return rig.start_loop(r.server.loop)
+	elseif r.server.nbd then
+		return rig.start_nbd_kernel(r.server.nbd)
 	elseif k == "peer" then
 		return rig.start_ublksrv(PEER, r.server)
 	end
@@ -445,9 +489,15 @@ local function note(text)
 	end
 end
 for _, r in ipairs(rows) do
-	local dev = r.server.dev or r.server.loop
+	local dev = r.server.dev or r.server.loop or (r.server.nbd and "/dev/nbd0")
 	local nullb = nullb_differs(guest_of(r))
-	if dev and not posix.exists(dev) then
+	local tool = SCENARIO_TOOL[r.scenario]
+	if tool and proc.run({ "sh", "-c", "command -v " .. tool }) ~= 0 then
+		skipped[#skipped + 1] = ("%s %s (no %s)"):format(r.scenario, r.case, tool)
+		note(("%s skipped: it needs %s (make deps installs it)"):format(r.scenario, tool))
+	elseif r.server.nbd and proc.run({ "sh", "-c", "command -v nbd-client" }) ~= 0 then
+		skipped[#skipped + 1] = r.case .. " (no nbd-client)"
+	elseif dev and not posix.exists(dev) then
 		skipped[#skipped + 1] = r.case .. " (no " .. dev .. ")"
 	elseif nullb then
 		skipped[#skipped + 1] = ("%s %s (%s)"):format(r.scenario, r.case, nullb)
@@ -467,7 +517,9 @@ for _, r in ipairs(rows) do
 end
 for _, sc in ipairs(scenarios) do
 	io.stderr:write("bench: ", sc, " (", #scenario_rows[sc], " rows)\n")
-	run_scenario(scenario_rows[sc])
+	with_scenario_server(sc, function()
+		run_scenario(scenario_rows[sc])
+	end)
 end
 
 -- Ratios and targets, as summary rows for the report.
@@ -522,7 +574,10 @@ for _, sc in ipairs(scenarios) do
 		if kind(r) == "luablk" and not r.server[1]:find("^c%-") and not seen[key] then
 			seen[key] = true
 			io.stderr:write("bench: JIT health of ", r.case, "\n")
-			local s = jit_health(r)
+			local s
+			with_scenario_server(sc, function()
+				s = jit_health(r)
+			end)
 			jit_rows[#jit_rows + 1] = s
 			summary[#summary + 1] = {
 				part = "C", scenario = "C in A", case = r.case, target = "0 aborts, 0 NYI, 0 B/IO",
