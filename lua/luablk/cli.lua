@@ -11,7 +11,7 @@ usage: luablk COMMAND [ARGS]
   add BACKEND [--size S] [--queues N] [--depth D] [--max-io B] [--id N]
               [--no-pin] [--no-part-scan] [--user-copy] [--unprivileged]
               [--recoverable] [--reissue] [--fail-io] [--io-timeout S]
-              [--filter NAME:K=V,...]... [--json]
+              [--filter NAME:K=V,...]... [--json] [--run CMD]
               [block parameters] [-- ARGS...]
         create a device served by BACKEND (null, mem, file, nbd, c-null,
         c-mem, or a path to a .lua file) in the foreground; prints
@@ -24,6 +24,9 @@ usage: luablk COMMAND [ARGS]
         reissued to the next one; --fail-io: IO fails while no server runs
         --io-timeout S: an IO that an async backend has not finished
         after S seconds completes with ETIMEDOUT
+        --run CMD: captive mode: run `sh -c CMD` with the device in
+        $LUABLK_DEV (and LUABLK_ID, LUABLK_CHAR, LUABLK_SIZE, LUABLK_PID),
+        remove the device when it ends, and exit with its status
         block parameters, in bytes (K, M, G suffixes); unless given, the
         backend's declared defaults apply, else the built-in ones:
           --logical-block B (or --block-size B)  512..4096, default 512
@@ -39,7 +42,7 @@ usage: luablk COMMAND [ARGS]
           --read-only  --rotational  --fua
           --write-cache   volatile cache: fsync sends FLUSH to the backend
   recover ID BACKEND [--no-pin] [--takeover] [--filter NAME:K=V,...]...
-              [-- ARGS...]
+              [--run CMD] [-- ARGS...]
         serve recoverable device ID, whose server died, with BACKEND;
         then as add; --takeover replaces a running server (6.16+)
   reload ID [BACKEND] [-- ARGS...]  swap a running device's backend (default:
@@ -94,6 +97,7 @@ local ADD_SPEC = {
 	reissue = "flag",
 	["fail-io"] = "flag",
 	["io-timeout"] = "value",
+	run = "value",
 }
 
 -- --recoverable, --reissue and --fail-io (ublksrv's -r 1, -i 1, -e 1);
@@ -174,12 +178,16 @@ function M.add_options(argv)
 		args = rest,
 		filters = o.filter,
 		json = o.json,
+		run = o.run,
 		no_pin = o["no-pin"],
 		no_part_scan = o["no-part-scan"],
 		unprivileged = o.unprivileged,
 		user_copy = o["user-copy"],
 	}
 	M.recovery_options(o, opts)
+	if o.run == "" then
+		return nil, "--run needs a command"
+	end
 	local err
 	if o["io-timeout"] then
 		opts.io_timeout, err = options.seconds(o["io-timeout"], "--io-timeout", 0.001, 86400)
@@ -268,11 +276,26 @@ function M.serve(opts, create)
 		io.stdout:write(info.path, "\n")
 	end
 	io.stdout:flush()
+	local captive, child = require("luablk.captive"), nil
+	if opts.run then
+		child, err = captive.start(opts.run, info)
+		if not child then
+			dev:close({ give_up = true })
+			return fail(err)
+		end
+	end
 	local code = 0
 	while true do
-		local sig
-		sig, err = dev:wait(-1)
-		if sig == 1 then
+		local sig, e
+		sig, err, e = dev:wait(child and 100 or -1)
+		if child and e == errno.ETIMEDOUT then
+			-- Captive: the device goes when the command ends.
+			local status = captive.poll(child)
+			if status then
+				code, child = status, nil
+				break
+			end
+		elseif sig == 1 then
 			require("luablk.reload").serve(dev, function(text)
 				io.stderr:write("luablk: ", text, "\n")
 			end)
@@ -284,13 +307,22 @@ function M.serve(opts, create)
 			else
 				io.stderr:write("luablk: device stopped by someone else\n")
 			end
+			code = child and 1 or 0
 			break
 		elseif sig then
+			-- SIGINT or SIGTERM: a captive command gets it too, and the
+			-- exit status is the command's.
+			if child then
+				code, child = captive.stop(child, sig), nil
+			end
 			break
 		else
 			code = fail(err)
 			break
 		end
+	end
+	if child then
+		captive.stop(child)
 	end
 	-- A close stuck on a backend call can be given up with a second
 	-- signal; the kernel then fails the IO that call held.
@@ -313,6 +345,7 @@ local RECOVER_SPEC = {
 	["no-pin"] = "flag",
 	filter = "list",
 	takeover = "flag",
+	run = "value",
 }
 
 -- Turns recover's command line into luablk.recover options, or nil, message.
@@ -328,12 +361,16 @@ function M.recover_options(argv)
 	if not id then
 		return nil, err
 	end
+	if o.run == "" then
+		return nil, "--run needs a command"
+	end
 	return {
 		id = id,
 		backend = pos[2],
 		args = rest,
 		filters = o.filter,
 		json = o.json,
+		run = o.run,
 		no_pin = o["no-pin"],
 		takeover = o.takeover,
 	}
